@@ -1,0 +1,15 @@
+"""pe_dense: dense prediction on Meta's Perception Encoder (PE-Spatial, PE-Core, PE-Lang)."""
+
+from .models import (
+    PEVisionConfig,
+    PEVisionTransformer,
+    build_encoder,
+    get_config,
+    list_models,
+    load_image,
+    preprocess,
+)
+
+__version__ = "0.1.0"
+__all__ = ["PEVisionConfig", "PEVisionTransformer", "build_encoder", "get_config", "list_models", "load_image",
+           "preprocess"]

@@ -1,0 +1,23 @@
+"""Writing outputs so that a file is either complete or absent, never half-written."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Union
+
+
+@contextmanager
+def atomic_output(path: Union[str, os.PathLike]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffix, so writers pick the right format); it
+    replaces ``path`` only if the block succeeds, and is removed otherwise."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

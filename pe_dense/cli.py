@@ -1,0 +1,140 @@
+"""The ``pe-dense`` command: ``features``, ``convert``, ``models``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Optional, Sequence
+
+from . import __version__
+from .atomic_files import atomic_output
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A problem with the command line or its inputs, reported without a traceback."""
+
+
+def _shout(message: str) -> None:
+    bar = "!" * min(100, len(message) + 4)
+    print(f"{bar}\n! {message}\n{bar}", file=sys.stderr)
+
+
+def _build(args):
+    from .models import RandomWeightsWarning, build_encoder
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RandomWeightsWarning)
+        encoder = build_encoder(args.model, args.weights, device=args.device)
+    for w in caught:
+        if issubclass(w.category, RandomWeightsWarning):
+            _shout(f"WARNING: {args.model} has RANDOM weights (no --weights given): outputs are meaningless")
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return encoder
+
+
+# ---------------------------------------------------------------- features
+def _features(args) -> int:
+    from tqdm import tqdm
+
+    from .feature_extraction import find_images, iter_features, parse_size, save_outputs
+    from .models import get_config
+
+    config = get_config(args.model)
+    sources = find_images(args.images)
+    size = parse_size(args.size, config.image_size)
+    encoder = _build(args)
+    encoder.grid_size(*((size, size) if isinstance(size, int) else size))  # fail before any work
+    args.out.mkdir(parents=True, exist_ok=True)
+    written = []
+    results = iter_features(encoder, sources, size=size, layer=args.layer, batch_size=args.batch_size,
+                            precision=args.precision)
+    for source, image, features in tqdm(results, total=len(sources), unit="image", disable=len(sources) < 2):
+        written.append(save_outputs(args.out, source.name, image, features))
+    manifest = {
+        "model": args.model, "weights": str(args.weights) if args.weights else "random", "layer": args.layer,
+        "input_size": list(size) if not isinstance(size, int) else [size, size], "images": written,
+    }
+    with atomic_output(args.out / "features.json") as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2))
+    print(f"wrote features and PCA pictures of {len(written)} image(s) to {args.out}")
+    return 0
+
+
+# ---------------------------------------------------------------- convert
+def _convert(args) -> int:
+    from .models import official_to_timm, read_checkpoint, save_state_dict, to_official
+
+    if args.output.exists() and not args.force:
+        raise UsageError(f"{args.output} exists; pass --force to replace it")
+    state, ignored = to_official(read_checkpoint(args.input), args.prefix)
+    if args.to == "timm":
+        state = official_to_timm(state)
+    save_state_dict(state, args.output)
+    note = f" ({len(ignored)} keys outside the vision tower left out)" if ignored else ""
+    print(f"wrote {len(state)} tensors in {args.to} layout to {args.output}{note}")
+    return 0
+
+
+# ---------------------------------------------------------------- models
+def _models(args) -> int:
+    from .models import MODEL_CONFIGS
+
+    print(f"{'name':<26}{'family':<9}{'patch':>6}{'width':>7}{'depth':>7}{'image':>7}  head")
+    for name, c in MODEL_CONFIGS.items():
+        head = f"attn pool -> {c.output_dim}" if c.pool else "-"
+        print(f"{name:<26}{c.family:<9}{c.patch_size:>6}{c.width:>7}{c.depth:>7}{c.image_size:>7}  {head}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pe-dense", description="Dense features from Perception Encoder models.")
+    parser.add_argument("--version", action="version", version=f"pe-dense {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("features", help="save dense features and a PCA picture per image")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files, folders of images, or built-in samples (sample:astronaut, sample:chelsea, "
+                        "sample:coffee)")
+    p.add_argument("--model", required=True, help="model name, e.g. PE-Spatial-B16-512 (see `pe-dense models`)")
+    p.add_argument("--weights", help="checkpoint file, 'hub' for the released weights, or hf://repo:file; "
+                                     "random weights if omitted")
+    p.add_argument("--layer", type=int, default=-1, help="block whose output to save (negative counts from the end)")
+    p.add_argument("--size", help="input size N or HxW, multiples of the patch size (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.set_defaults(run=_features)
+
+    p = commands.add_parser("convert", help="convert a checkpoint between official and timm layouts")
+    p.add_argument("input", type=Path, help="official, timm, detectron2 or CLIP checkpoint (.pt/.pth/.safetensors)")
+    p.add_argument("output", type=Path, help="output file; .safetensors writes safetensors, else torch")
+    p.add_argument("--to", choices=("official", "timm"), default="official")
+    p.add_argument("--prefix", help="key prefix of the vision tower, if the checkpoint holds several")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    p.set_defaults(run=_convert)
+
+    p = commands.add_parser("models", help="list the known PE vision models")
+    p.set_defaults(run=_models)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .models import CheckpointError
+
+    try:
+        return args.run(args)
+    except (UsageError, ValueError, FileNotFoundError, CheckpointError) as e:
+        print(f"pe-dense {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

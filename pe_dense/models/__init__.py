@@ -1,0 +1,16 @@
+"""The PE vision encoder: configs, the transformer, checkpoint loading and conversion."""
+
+from .build import RandomWeightsWarning, build_encoder
+from .checkpoint import CheckpointError, LoadReport, load_weights, read_checkpoint, save_state_dict, to_official
+from .configs import MODEL_CONFIGS, PEVisionConfig, UnknownModelError, get_config, list_models
+from .convert import official_to_timm, resize_patch_embed, timm_to_official
+from .hub import WeightsNotFoundError, resolve_weights
+from .preprocess import load_image, preprocess
+from .vision_transformer import PEVisionTransformer
+
+__all__ = [
+    "MODEL_CONFIGS", "CheckpointError", "LoadReport", "PEVisionConfig", "PEVisionTransformer", "RandomWeightsWarning",
+    "UnknownModelError", "WeightsNotFoundError", "build_encoder", "get_config", "list_models", "load_image",
+    "load_weights", "official_to_timm", "preprocess", "read_checkpoint", "resize_patch_embed", "resolve_weights",
+    "save_state_dict", "timm_to_official", "to_official",
+]

@@ -1,0 +1,40 @@
+"""Absolute position table of PE, adapted to the token grid of the current input.
+
+The table is learned on the square pretraining grid (G x G rows, plus one row for the class token
+where the model has one). Released models resize it bilinearly for other grids (pe_reference.md
+§1); the ViTDet detection backbones either tile it or resize it bicubically (§6).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+PosEmbedMode = Literal["bilinear", "bicubic", "tile"]
+POS_EMBED_MODES = ("bilinear", "bicubic", "tile")
+
+
+def grid_side(num_patch_rows: int) -> int:
+    """Side G of the square grid a table of G*G patch rows covers."""
+    side = math.isqrt(num_patch_rows)
+    if side * side != num_patch_rows:
+        raise ValueError(f"position table has {num_patch_rows} patch rows, which is not a square grid")
+    return side
+
+
+def adapt_pos_embed(patch_table: torch.Tensor, grid_h: int, grid_w: int, mode: PosEmbedMode = "bilinear") -> torch.Tensor:
+    """Rows for a grid_h x grid_w grid from a (G*G, C) table of patch positions (no class row)."""
+    side = grid_side(patch_table.shape[0])
+    if (grid_h, grid_w) == (side, side):
+        return patch_table
+    grid = patch_table.reshape(side, side, -1)
+    if mode == "tile":
+        reps = (math.ceil(grid_h / side), math.ceil(grid_w / side), 1)
+        return grid.tile(reps)[:grid_h, :grid_w].reshape(grid_h * grid_w, -1)
+    if mode not in POS_EMBED_MODES:
+        raise ValueError(f"unknown position table mode '{mode}', expected one of {POS_EMBED_MODES}")
+    resized = F.interpolate(grid.permute(2, 0, 1)[None], size=(grid_h, grid_w), mode=mode, align_corners=False)
+    return resized[0].permute(1, 2, 0).reshape(grid_h * grid_w, -1)

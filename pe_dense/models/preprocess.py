@@ -1,0 +1,49 @@
+"""Images to model input as PE was trained: RGB, resized ("squashed") bilinearly, mapped to [-1, 1]."""
+
+from __future__ import annotations
+
+import os
+from typing import Union
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+ImageLike = Union[Image.Image, np.ndarray, str, os.PathLike]
+Size = Union[int, tuple[int, int]]
+
+
+def load_image(path: Union[str, os.PathLike]) -> Image.Image:
+    """An RGB PIL image from a file, with a clear error for files that are not images."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image '{path}' does not exist") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"cannot read '{path}' as an image ({e})") from None
+
+
+def to_pil(image: ImageLike) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, np.ndarray):
+        if image.ndim == 2:
+            image = np.stack([image] * 3, axis=-1)
+        if image.ndim != 3 or image.shape[2] not in (3, 4):
+            raise ValueError(f"expected an (H, W), (H, W, 3) or (H, W, 4) array, got shape {image.shape}")
+        if image.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 image array, got {image.dtype}")
+        return Image.fromarray(image[..., :3])
+    return load_image(image)
+
+
+def preprocess(image: ImageLike, size: Size) -> torch.Tensor:
+    """(3, H, W) float tensor in [-1, 1]; ``size`` is a side (square) or (height, width).
+
+    PIL's bilinear resize is what the released transforms (torchvision Resize on PIL images) use.
+    """
+    height, width = (size, size) if isinstance(size, int) else size
+    resized = to_pil(image).resize((width, height), Image.BILINEAR)
+    pixels = torch.from_numpy(np.asarray(resized, dtype=np.float32)).permute(2, 0, 1)
+    return (pixels / 255.0 - 0.5) / 0.5  # ToTensor then Normalize(0.5, 0.5), in that order

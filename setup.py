@@ -1,0 +1,73 @@
+"""Build and install pe_dense.
+
+The C++/CUDA extension ``pe_dense._C`` (deformable attention) is compiled from pe_dense/ops/csrc with
+torch's cpp_extension: the CPU kernels always, the CUDA kernels when a CUDA toolkit and a CUDA build
+of torch are present, or when FORCE_CUDA=1 (to compile them on a machine without a GPU). Install
+with ``pip install --no-build-isolation -e .`` so the extension builds against the installed torch.
+"""
+
+import glob
+import os
+
+from setuptools import find_packages, setup
+
+DETECTRON2_COMMIT = "02b5c4e295e990042a714712c21dc79b731e8833"
+
+
+def ops_extensions():
+    """The extension modules and build command, or nothing when there are no kernel sources."""
+    cpp = sorted(glob.glob("pe_dense/ops/csrc/**/*.cpp", recursive=True))
+    if not cpp:
+        return [], {}
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+    cuda = sorted(glob.glob("pe_dense/ops/csrc/**/*.cu", recursive=True))
+    force_cuda = os.environ.get("FORCE_CUDA", "0") == "1"
+    with_cuda = bool(cuda) and CUDA_HOME is not None and (force_cuda or torch.cuda.is_available())
+    if force_cuda and not with_cuda:
+        raise RuntimeError("FORCE_CUDA=1 but no CUDA toolkit (CUDA_HOME) or no .cu sources were found")
+    cxx_flags = ["-O3", "-std=c++20"]
+    if with_cuda:
+        extension = CUDAExtension(
+            "pe_dense._C", cpp + cuda, define_macros=[("WITH_CUDA", None)],
+            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++20", "--expt-relaxed-constexpr"]},
+        )
+    else:
+        extension = CppExtension("pe_dense._C", cpp, extra_compile_args={"cxx": cxx_flags})
+    return [extension], {"build_ext": BuildExtension.with_options(use_ninja=True)}
+
+
+ext_modules, cmdclass = ops_extensions()
+
+setup(
+    name="pe_dense",
+    version="0.1.0",
+    description="Dense prediction toolkit on Meta's Perception Encoder (PE-Spatial, PE-Core, PE-Lang)",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    packages=find_packages(include=["pe_dense", "pe_dense.*"]),
+    package_data={"pe_dense": ["ops/csrc/**/*"]},
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
+    install_requires=[
+        "torch>=2.1",
+        "numpy",
+        "pillow",
+        "safetensors",
+        "huggingface_hub",
+        "tqdm",
+        "scikit-image",  # ships the offline sample images
+    ],
+    extras_require={
+        "dev": ["pytest", "hypothesis", "timm>=1.0.16"],
+        "detectron2": [f"detectron2 @ git+https://github.com/facebookresearch/detectron2.git@{DETECTRON2_COMMIT}"],
+        "mmseg": ["mmsegmentation==1.2.2", "mmengine==0.10.7", "mmcv==2.1.0"],
+        "sam": ["segment-anything", "sam2"],
+        "notebooks": ["nbclient", "nbformat", "ipykernel", "matplotlib"],
+        "video": ["av"],
+    },
+    entry_points={"console_scripts": ["pe-dense=pe_dense.cli:main"]},
+)

@@ -1,0 +1,95 @@
+"""Shared fixtures, and the optional-suite report that ends every test run.
+
+A test marked ``@pytest.mark.suite("name")`` belongs to an optional suite. When the suite's
+requirement is missing its tests are skipped with the reason, and the closing summary says so
+loudly: a skip is never silent.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections import Counter
+
+import pytest
+import torch
+
+
+def _importable(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+# name -> (available, reason when not)
+OPTIONAL_SUITES = {
+    "timm": (_importable("timm"), "timm is not installed (pip install -e '.[dev]')"),
+    "cuda": (torch.cuda.is_available(), "no CUDA device on this machine"),
+}
+
+_outcomes: dict[str, Counter] = {name: Counter() for name in OPTIONAL_SUITES}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        marker = item.get_closest_marker("suite")
+        if marker is None:
+            continue
+        name = marker.args[0]
+        if name not in OPTIONAL_SUITES:
+            raise pytest.UsageError(f"{item.nodeid}: unknown optional suite '{name}'")
+        available, reason = OPTIONAL_SUITES[name]
+        if not available:
+            item.add_marker(pytest.mark.skip(reason=f"optional suite '{name}' skipped: {reason}"))
+
+
+def pytest_runtest_logreport(report):
+    marker = next((m for m in getattr(report, "suite_markers", ()) if m), None)
+    if marker and (report.when == "call" or report.outcome == "skipped"):
+        _outcomes[marker][report.outcome] += 1
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    marker = item.get_closest_marker("suite")
+    outcome.get_result().suite_markers = (marker.args[0],) if marker else ()
+
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.section("optional suites")
+    for name, (available, reason) in OPTIONAL_SUITES.items():
+        counts = _outcomes[name]
+        if not available:
+            terminalreporter.write_line(f"SKIPPED  {name}: {reason} ({counts['skipped']} tests)")
+        elif counts:
+            summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+            terminalreporter.write_line(f"RAN      {name}: {summary}")
+        else:
+            terminalreporter.write_line(f"NOT RUN  {name}: available, but no test of it was selected")
+
+
+def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Fill every parameter with seeded random values of a sane scale (norm gains near 1), so
+    equivalence tests cannot pass on an identity-like initialisation."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=generator)
+            if p.ndim == 1 and name.endswith("weight"):  # LayerNorm gains
+                p.copy_(1.0 + 0.1 * noise)
+            elif name.endswith("gamma"):  # layerscale
+                p.copy_(0.1 + 0.02 * noise)
+            elif name in ("class_embedding", "positional_embedding", "attn_pool.probe"):
+                p.copy_(0.5 * noise)
+            elif p.ndim == 1:  # biases
+                p.copy_(0.02 * noise)
+            else:  # fan-in scaled so activations stay O(1) through the blocks
+                fan_in = p[0].numel() if name != "proj" else p.shape[0]
+                p.copy_(noise / fan_in**0.5)
+    return model
+
+
+@pytest.fixture
+def tiny_config():
+    """A PE-Spatial-T16-512 shaped model, two blocks deep: fast, with a class token."""
+    from pe_dense.models import get_config
+
+    return get_config("PE-Spatial-T16-512").replace(depth=2, image_size=128)

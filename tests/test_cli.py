@@ -1,0 +1,114 @@
+"""The pe-dense command, run in-process and once through the installed entry point."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import randomize_
+from pe_dense.cli import main
+from pe_dense.models import build_encoder, get_config, read_checkpoint, save_state_dict
+
+MODEL = "PE-Spatial-T16-512"
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp("weights") / f"{MODEL}.pt"
+    torch.save(randomize_(build_encoder(MODEL), seed=5).state_dict(), path)
+    return path
+
+
+def test_features_on_samples_files_and_folders(tmp_path, weights, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.new("RGB", (200, 120), (200, 30, 30)).save(folder / "red.png")
+    Image.new("RGB", (90, 160), (20, 200, 30)).save(folder / "green.jpg")
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    code = main(["features", "sample:coffee", str(folder), str(folder / "red.png"), "--model", MODEL,
+                 "--weights", str(weights), "--layer", "-4", "--size", "256x384", "--batch-size", "2",
+                 "--out", str(out)])
+    assert code == 0
+    assert "RANDOM" not in capsys.readouterr().err
+    manifest = json.loads((out / "features.json").read_text())
+    assert [i["name"] for i in manifest["images"]] == ["coffee", "green", "red", "red_1"]
+    assert manifest["layer"] == -4 and manifest["input_size"] == [256, 384]
+    coffee = np.load(out / "coffee.npy")
+    assert coffee.shape == (192, 16, 24) and coffee.dtype == np.float32
+    # the saved features are exactly the model's, at the requested layer and size
+    from pe_dense.data import sample_image
+    from pe_dense.models import preprocess
+
+    model = build_encoder(MODEL, weights)
+    with torch.no_grad():
+        expected = model.dense_features(preprocess(sample_image("coffee"), (256, 384))[None], layer=-4)[0]
+    np.testing.assert_allclose(coffee, expected.numpy(), atol=1e-5)
+    assert Image.open(out / "coffee_pca.png").size == (600, 400)  # the picture has the image's size
+    assert Image.open(out / "green_pca.png").size == (90, 160)
+    assert not list(out.glob(".*partial*"))
+
+
+def test_random_weights_are_announced_loudly(tmp_path, capsys):
+    assert main(["features", "sample:astronaut", "--model", MODEL, "--size", "64", "--out", str(tmp_path)]) == 0
+    assert "RANDOM weights" in capsys.readouterr().err
+    assert json.loads((tmp_path / "features.json").read_text())["weights"] == "random"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["missing.jpg"], "image 'missing.jpg' does not exist"),
+    (["sample:lena"], "unknown sample image 'lena'"),
+    (["sample:coffee", "--size", "100"], "not a positive multiple of the patch size 16"),
+    (["sample:coffee", "--size", "12x"], "size must be N or HxW"),
+    (["sample:coffee", "--layer", "12"], "layer 12 is out of range"),
+    (["sample:coffee", "--model", "PE-Spatial-Q16-512"], "unknown PE model"),
+    (["sample:coffee", "--weights", "nope.pt"], "'nope.pt' does not exist"),
+])
+def test_bad_input_exits_2_with_a_message_and_writes_nothing(tmp_path, capsys, args, message):
+    out = tmp_path / "out"
+    argv = ["features", *args, "--out", str(out)]
+    if "--model" not in args:
+        argv += ["--model", MODEL]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_unreadable_image_fails_cleanly(tmp_path, capsys):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG not really")
+    assert main(["features", str(bad), "--model", MODEL, "--size", "64", "--out", str(tmp_path / "o")]) == 2
+    assert "cannot read" in capsys.readouterr().err and not (tmp_path / "o" / "features.json").exists()
+
+
+def test_convert_round_trip_and_refusal_to_overwrite(tmp_path, weights, capsys):
+    timm_file, back = tmp_path / "timm.safetensors", tmp_path / "back.pt"
+    assert main(["convert", str(weights), str(timm_file), "--to", "timm"]) == 0
+    assert "patch_embed.proj.weight" in read_checkpoint(timm_file)
+    assert main(["convert", str(timm_file), str(back)]) == 0
+    original = read_checkpoint(weights)
+    assert all(torch.equal(read_checkpoint(back)[k], v) for k, v in original.items())
+    assert main(["convert", str(weights), str(back)]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+
+
+def test_models_lists_every_config(capsys):
+    assert main(["models"]) == 0
+    listing = capsys.readouterr().out
+    assert all(name in listing for name in ("PE-Core-G14-448", "PE-Lang-L14-448-Tiling", MODEL))
+
+
+ENTRY_POINT = Path(sys.executable).parent / "pe-dense"
+
+
+@pytest.mark.skipif(not ENTRY_POINT.exists(), reason="pe_dense is not pip-installed in this environment")
+def test_installed_entry_point(tmp_path):
+    result = subprocess.run([str(ENTRY_POINT), "features", "sample:chelsea", "--model", MODEL, "--size", "64",
+                             "--out", str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "chelsea.npy").exists() and "RANDOM weights" in result.stderr
