@@ -27,14 +27,16 @@ def ops_extensions():
     with_cuda = bool(cuda) and CUDA_HOME is not None and (force_cuda or torch.cuda.is_available())
     if force_cuda and not with_cuda:
         raise RuntimeError("FORCE_CUDA=1 but no CUDA toolkit (CUDA_HOME) or no .cu sources were found")
-    cxx_flags = ["-O3", "-std=c++20"]
+    # -fopenmp: torch's at::parallel_for is OpenMP-based and runs serially in code compiled without it.
+    cxx_flags = ["-O3", "-std=c++20", "-fopenmp"]
     if with_cuda:
         extension = CUDAExtension(
-            "pe_dense._C", cpp + cuda, define_macros=[("WITH_CUDA", None)],
-            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++20", "--expt-relaxed-constexpr"]},
+            "pe_dense._C", cpp + cuda, define_macros=[("WITH_CUDA", None)], extra_link_args=["-fopenmp"],
+            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++20"]},
         )
     else:
-        extension = CppExtension("pe_dense._C", cpp, extra_compile_args={"cxx": cxx_flags})
+        extension = CppExtension("pe_dense._C", cpp, extra_compile_args={"cxx": cxx_flags},
+                                 extra_link_args=["-fopenmp"])
     return [extension], {"build_ext": BuildExtension.with_options(use_ninja=True)}
 
 
@@ -63,6 +65,8 @@ setup(
     ],
     extras_require={
         "dev": ["pytest", "hypothesis", "timm>=1.0.16"],
+        # needs --no-build-isolation (it compiles against the installed torch)
+        "bench": ["torch-ms-deform-attn==0.1.1"],
         "detectron2": [f"detectron2 @ git+https://github.com/facebookresearch/detectron2.git@{DETECTRON2_COMMIT}"],
         "mmseg": ["mmsegmentation==1.2.2", "mmengine==0.10.7", "mmcv==2.1.0"],
         "sam": ["segment-anything", "sam2"],

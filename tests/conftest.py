@@ -18,9 +18,18 @@ def _importable(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def _kernels_built() -> bool:
+    from pe_dense.ops import kernels_available
+
+    return kernels_available("cpu")
+
+
 # name -> (available, reason when not)
 OPTIONAL_SUITES = {
     "timm": (_importable("timm"), "timm is not installed (pip install -e '.[dev]')"),
+    "ops_kernels": (_kernels_built(), "pe_dense._C is not built (pip install --no-build-isolation -e .)"),
+    "torch_ms_deform_attn": (_importable("torch_ms_deform_attn"),
+                             "torch-ms-deform-attn is not installed (pip install --no-build-isolation -e '.[dev]')"),
     "cuda": (torch.cuda.is_available(), "no CUDA device on this machine"),
 }
 
@@ -29,28 +38,30 @@ _outcomes: dict[str, Counter] = {name: Counter() for name in OPTIONAL_SUITES}
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        marker = item.get_closest_marker("suite")
-        if marker is None:
-            continue
-        name = marker.args[0]
-        if name not in OPTIONAL_SUITES:
-            raise pytest.UsageError(f"{item.nodeid}: unknown optional suite '{name}'")
-        available, reason = OPTIONAL_SUITES[name]
-        if not available:
-            item.add_marker(pytest.mark.skip(reason=f"optional suite '{name}' skipped: {reason}"))
+        for marker in item.iter_markers("suite"):
+            name = marker.args[0]
+            if name not in OPTIONAL_SUITES:
+                raise pytest.UsageError(f"{item.nodeid}: unknown optional suite '{name}'")
+            available, reason = OPTIONAL_SUITES[name]
+            if not available:
+                item.add_marker(pytest.mark.skip(reason=f"optional suite '{name}' skipped: {reason}"))
+                break
 
 
 def pytest_runtest_logreport(report):
-    marker = next((m for m in getattr(report, "suite_markers", ()) if m), None)
-    if marker and (report.when == "call" or report.outcome == "skipped"):
-        _outcomes[marker][report.outcome] += 1
+    if report.when == "call" or report.outcome == "skipped":
+        for suite in getattr(report, "suites", ()):
+            _outcomes[suite][report.outcome] += 1
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
-    marker = item.get_closest_marker("suite")
-    outcome.get_result().suite_markers = (marker.args[0],) if marker else ()
+    report = outcome.get_result()
+    suites = {m.args[0] for m in item.iter_markers("suite")}
+    if report.skipped:  # a skip counts against the suites that were missing, not the others
+        suites = {s for s in suites if not OPTIONAL_SUITES[s][0]} or suites
+    report.suites = suites
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -64,6 +75,10 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(f"RAN      {name}: {summary}")
         else:
             terminalreporter.write_line(f"NOT RUN  {name}: available, but no test of it was selected")
+    from pe_dense.ops import kernels_available
+
+    compiled = "compiled" if kernels_available("cuda") else "NOT compiled (build with FORCE_CUDA=1)"
+    terminalreporter.write_line(f"INFO     pe_dense._C CUDA kernels: {compiled}")
 
 
 def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
