@@ -1,12 +1,15 @@
-// Where one sampling point reads from a level, shared by the CPU and CUDA kernels so the sampling
-// rule exists once: grid_sample's bilinear interpolation, zero padding, align_corners=False.
+// Where the sampling points of one query read from the value tensor, shared by the CPU and CUDA
+// kernels so the sampling rule and the traversal exist once: grid_sample's bilinear interpolation,
+// zero padding, align_corners=False.
 #pragma once
 
 #ifdef __CUDACC__
 #define PE_HOST_DEVICE __host__ __device__ __forceinline__
 #define PE_UNROLL _Pragma("unroll")
 #else
-#define PE_HOST_DEVICE inline
+// always_inline: the CPU kernels are compiled per instruction set (ms_deform_attn_cpu.cpp), and only
+// code inlined into them gets that instruction set; a call out of these helpers would not.
+#define PE_HOST_DEVICE inline __attribute__((always_inline))
 #define PE_UNROLL _Pragma("GCC unroll 4")
 #endif
 
@@ -51,6 +54,31 @@ PE_HOST_DEVICE bool bilinear_footprint(acc_t loc_x, acc_t loc_y, index_t H, inde
 template <typename index_t>
 PE_HOST_DEVICE bool level_fits(index_t H, index_t W, index_t start, index_t length) {
   return H > 0 && W > 0 && start >= 0 && start <= length && H <= (length - start) / W;
+}
+
+// Calls visit(j, level_offset, H, W, f) for every sampling point of one task (batch n, query q,
+// head m; task = (n * Q + q) * M + m) that touches its level: j is the point's flat index in the
+// locations/weights, level_offset the element offset of the head's first position on that level, f
+// its footprint. Levels whose metadata would overrun `value` are skipped.
+template <typename acc_t, typename index_t, typename loc_t, typename Visit>
+PE_HOST_DEVICE void for_each_sample(index_t task, const int64_t* hw, const int64_t* starts, const loc_t* loc, index_t S,
+                                    index_t M, index_t D, index_t Q, int L, int P, Visit&& visit) {
+  const index_t n = task / (Q * M), m = task % M;
+  index_t j = task * L * P;
+  for (int l = 0; l < L; ++l) {
+    const index_t H = hw[2 * l], W = hw[2 * l + 1], start = starts[l];
+    if (!level_fits<index_t>(H, W, start, S)) {
+      j += P;
+      continue;
+    }
+    const index_t level_offset = ((n * S + start) * M + m) * D;
+    for (int p = 0; p < P; ++p, ++j) {
+      Footprint<acc_t, index_t> f;
+      if (bilinear_footprint<acc_t, index_t>(static_cast<acc_t>(loc[2 * j]), static_cast<acc_t>(loc[2 * j + 1]), H, W,
+                                             M * D, f))
+        visit(j, level_offset, H, W, f);
+    }
+  }
 }
 
 }  // namespace pe_dense

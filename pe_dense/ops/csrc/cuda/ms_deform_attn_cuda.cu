@@ -34,30 +34,19 @@ __global__ void __launch_bounds__(kThreads)
                    const scalar_t* __restrict__ attn, scalar_t* __restrict__ out, index_t S, index_t M, index_t D,
                    index_t Q, int L, int P, index_t total) {
   using acc_t = at::opmath_type<scalar_t>;
-  const index_t stride = M * D;
   for (index_t idx = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; idx < total;
        idx += static_cast<index_t>(gridDim.x) * blockDim.x) {
-    const index_t c = idx % D, task = idx / D;  // task = (n * Q + q) * M + m
-    const index_t m = task % M, n = task / (Q * M);
+    const index_t c = idx % D;
     acc_t acc = 0;
-    index_t i = task * L * P;
-    for (int l = 0; l < L; ++l, i += P) {
-      const index_t H = hw[2 * l], W = hw[2 * l + 1], start = starts[l];
-      if (!level_fits<index_t>(H, W, start, S)) continue;
-      const scalar_t* level = value + ((n * S + start) * M + m) * D + c;
-      for (int p = 0; p < P; ++p) {
-        Footprint<acc_t, index_t> f;
-        const index_t j = i + p;
-        if (!bilinear_footprint<acc_t, index_t>(static_cast<acc_t>(loc[2 * j]), static_cast<acc_t>(loc[2 * j + 1]), H,
-                                                W, stride, f))
-          continue;
-        acc_t sample = 0;
-        PE_UNROLL
-        for (int k = 0; k < 4; ++k)
-          if (f.valid[k]) sample += f.weight[k] * static_cast<acc_t>(level[f.offset[k]]);
-        acc += static_cast<acc_t>(attn[j]) * sample;
-      }
-    }
+    for_each_sample<acc_t, index_t>(
+        idx / D, hw, starts, loc, S, M, D, Q, L, P,
+        [&](index_t j, index_t level_offset, index_t, index_t, const Footprint<acc_t, index_t>& f) {
+          acc_t sample = 0;
+          PE_UNROLL
+          for (int k = 0; k < 4; ++k)
+            if (f.valid[k]) sample += f.weight[k] * static_cast<acc_t>(value[level_offset + f.offset[k] + c]);
+          acc += static_cast<acc_t>(attn[j]) * sample;
+        });
     out[idx] = static_cast<scalar_t>(acc);
   }
 }
@@ -78,51 +67,42 @@ __global__ void __launch_bounds__(kThreads)
                     scalar_t* __restrict__ grad_attn, index_t S, index_t M, index_t D, index_t Q, int L, int P,
                     index_t tasks) {
   using acc_t = at::opmath_type<scalar_t>;
-  const index_t stride = M * D;
   const int lane = threadIdx.x % kWarp;
   const index_t warps = static_cast<index_t>(gridDim.x) * (blockDim.x / kWarp);
   // Warp-uniform loop: every lane of a warp has the same task, so the shuffles see full warps.
   for (index_t task = (blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x) / kWarp; task < tasks;
        task += warps) {
-    const index_t m = task % M, n = task / (Q * M);
     const scalar_t* g = grad_out + task * D;
-    index_t i = task * L * P;
-    for (int l = 0; l < L; ++l, i += P) {
-      const index_t H = hw[2 * l], W = hw[2 * l + 1], start = starts[l];
-      if (!level_fits<index_t>(H, W, start, S)) continue;
-      const index_t level_offset = ((n * S + start) * M + m) * D;
-      for (int p = 0; p < P; ++p) {
-        Footprint<acc_t, index_t> f;
-        const index_t j = i + p;
-        if (!bilinear_footprint<acc_t, index_t>(static_cast<acc_t>(loc[2 * j]), static_cast<acc_t>(loc[2 * j + 1]), H,
-                                                W, stride, f))
-          continue;
-        const acc_t a = static_cast<acc_t>(attn[j]);
-        const acc_t gx = acc_t(1) - f.fx, gy = acc_t(1) - f.fy;
-        acc_t s_sample = 0, s_x = 0, s_y = 0;
-        for (index_t c = lane; c < D; c += kWarp) {
-          acc_t u[4];
-          PE_UNROLL
-          for (int k = 0; k < 4; ++k) u[k] = f.valid[k] ? static_cast<acc_t>(value[level_offset + f.offset[k] + c]) : acc_t(0);
-          const acc_t go = static_cast<acc_t>(g[c]);
-          s_sample += go * (f.weight[0] * u[0] + f.weight[1] * u[1] + f.weight[2] * u[2] + f.weight[3] * u[3]);
-          s_x += go * (gy * (u[1] - u[0]) + f.fy * (u[3] - u[2]));
-          s_y += go * (gx * (u[2] - u[0]) + f.fx * (u[3] - u[1]));
-          const acc_t ga = go * a;
-          PE_UNROLL
-          for (int k = 0; k < 4; ++k)
-            if (f.valid[k]) atomicAdd(grad_value + level_offset + f.offset[k] + c, static_cast<grad_t>(ga * f.weight[k]));
-        }
-        s_sample = warp_sum(s_sample);
-        s_x = warp_sum(s_x);
-        s_y = warp_sum(s_y);
-        if (lane == 0) {
-          grad_attn[j] = static_cast<scalar_t>(s_sample);
-          grad_loc[2 * j] = static_cast<scalar_t>(s_x * a * static_cast<acc_t>(W));
-          grad_loc[2 * j + 1] = static_cast<scalar_t>(s_y * a * static_cast<acc_t>(H));
-        }
-      }
-    }
+    for_each_sample<acc_t, index_t>(
+        task, hw, starts, loc, S, M, D, Q, L, P,
+        [&](index_t j, index_t level_offset, index_t H, index_t W, const Footprint<acc_t, index_t>& f) {
+          const acc_t a = static_cast<acc_t>(attn[j]);
+          const acc_t gx = acc_t(1) - f.fx, gy = acc_t(1) - f.fy;
+          acc_t s_sample = 0, s_x = 0, s_y = 0;
+          for (index_t c = lane; c < D; c += kWarp) {
+            acc_t u[4];
+            PE_UNROLL
+            for (int k = 0; k < 4; ++k)
+              u[k] = f.valid[k] ? static_cast<acc_t>(value[level_offset + f.offset[k] + c]) : acc_t(0);
+            const acc_t go = static_cast<acc_t>(g[c]);
+            s_sample += go * (f.weight[0] * u[0] + f.weight[1] * u[1] + f.weight[2] * u[2] + f.weight[3] * u[3]);
+            s_x += go * (gy * (u[1] - u[0]) + f.fy * (u[3] - u[2]));
+            s_y += go * (gx * (u[2] - u[0]) + f.fx * (u[3] - u[1]));
+            const acc_t ga = go * a;
+            PE_UNROLL
+            for (int k = 0; k < 4; ++k)
+              if (f.valid[k])
+                atomicAdd(grad_value + level_offset + f.offset[k] + c, static_cast<grad_t>(ga * f.weight[k]));
+          }
+          s_sample = warp_sum(s_sample);
+          s_x = warp_sum(s_x);
+          s_y = warp_sum(s_y);
+          if (lane == 0) {
+            grad_attn[j] = static_cast<scalar_t>(s_sample);
+            grad_loc[2 * j] = static_cast<scalar_t>(s_x * a * static_cast<acc_t>(W));
+            grad_loc[2 * j + 1] = static_cast<scalar_t>(s_y * a * static_cast<acc_t>(H));
+          }
+        });
   }
 }
 
@@ -132,7 +112,7 @@ bool fits_int32(std::initializer_list<int64_t> sizes) {
   return true;
 }
 
-// Calls body.template operator()<index_t>() with int32 indices when every flat index fits, else int64.
+// Runs body(index) with an int32_t index when every flat index fits in 32 bits (cheaper index math), else int64_t.
 template <typename Body>
 void with_index_type(bool small, Body&& body) {
   if (small) {
