@@ -49,7 +49,8 @@ def _features(args) -> int:
     sources = find_images(args.images)
     size = parse_size(args.size, config.image_size)
     encoder = _build(args)
-    encoder.grid_size(*((size, size) if isinstance(size, int) else size))  # fail before any work
+    encoder.grid_size(*size)  # fail before any work
+    encoder.layer_index(args.layer)
     args.out.mkdir(parents=True, exist_ok=True)
     written = []
     results = iter_features(encoder, sources, size=size, layer=args.layer, batch_size=args.batch_size,
@@ -58,7 +59,7 @@ def _features(args) -> int:
         written.append(save_outputs(args.out, source.name, image, features))
     manifest = {
         "model": args.model, "weights": str(args.weights) if args.weights else "random", "layer": args.layer,
-        "input_size": list(size) if not isinstance(size, int) else [size, size], "images": written,
+        "input_size": list(size), "images": written,
     }
     with atomic_output(args.out / "features.json") as tmp:
         tmp.write_text(json.dumps(manifest, indent=2))
@@ -92,6 +93,12 @@ def _models(args) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pe-dense", description="Dense features from Perception Encoder models.")
     parser.add_argument("--version", action="version", version=f"pe-dense {__version__}")
@@ -106,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "random weights if omitted")
     p.add_argument("--layer", type=int, default=-1, help="block whose output to save (negative counts from the end)")
     p.add_argument("--size", help="input size N or HxW, multiples of the patch size (default: the model's)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=_positive_int, default=8)
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, required=True, help="output folder")

@@ -110,11 +110,11 @@ def save_outputs(out_dir: Path, name: str, image: Image.Image, features: torch.T
     return {"name": name, "features": feature_path.name, "pca": picture_path.name, "shape": list(features.shape)}
 
 
-def parse_size(text: Optional[str], default: int) -> Size:
-    """``"512"`` -> 512, ``"480x640"`` -> (480, 640) (height x width), None -> ``default``."""
+def parse_size(text: Optional[str], default: int) -> tuple[int, int]:
+    """(height, width) from ``"512"`` (square) or ``"480x640"``; None gives ``default`` square."""
     if text is None:
-        return default
+        return default, default
     parts = text.lower().split("x")
     if len(parts) > 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
         raise ValueError(f"size must be N or HxW with positive integers, got '{text}'")
-    return int(parts[0]) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
+    return int(parts[0]), int(parts[-1])

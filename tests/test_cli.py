@@ -112,3 +112,9 @@ def test_installed_entry_point(tmp_path):
                              "--out", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "chelsea.npy").exists() and "RANDOM weights" in result.stderr
+
+
+def test_batch_size_must_be_positive(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["features", "sample:coffee", "--model", MODEL, "--batch-size", "0", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2 and "expected a positive integer, got '0'" in capsys.readouterr().err

@@ -253,7 +253,7 @@ class PEVisionTransformer(nn.Module):
 
     def truncate(self, layer: int) -> None:
         """Drop the blocks after ``layer``, e.g. when only that intermediate layer is used."""
-        self.transformer.resblocks = self.transformer.resblocks[: self._layer_index(layer) + 1]
+        self.transformer.resblocks = self.transformer.resblocks[: self.layer_index(layer) + 1]
 
     def freeze(self, num_blocks: Optional[int] = None) -> "PEVisionTransformer":
         """Stop gradients to all parameters, or to the embeddings and the first ``num_blocks`` blocks."""
@@ -268,7 +268,8 @@ class PEVisionTransformer(nn.Module):
         return self
 
     # ------------------------------------------------------------------ forward pieces
-    def _layer_index(self, layer: int) -> int:
+    def layer_index(self, layer: int) -> int:
+        """The block index ``layer`` means (negative counts from the end), or a ValueError if out of range."""
         n = self.num_blocks
         if not -n <= layer < n:
             raise ValueError(f"layer {layer} is out of range for a {n}-block model (valid: {-n}..{n - 1})")
@@ -324,7 +325,7 @@ class PEVisionTransformer(nn.Module):
 
         ``norm`` applies ln_post where the model has one (Core); blocks after ``layer`` are not run.
         """
-        last = self._layer_index(layer)
+        last = self.layer_index(layer)
         x, pos = self.embed(images)
         for _, x in self.transformer.run(x, pos, last):
             pass
@@ -344,7 +345,7 @@ class PEVisionTransformer(nn.Module):
         """
         if return_cls_token and not self.use_cls_token:
             raise ValueError(f"{self.config.name} runs without a class token")
-        wanted = [self._layer_index(i) for i in layers]
+        wanted = [self.layer_index(i) for i in layers]
         if not wanted:
             raise ValueError("layers is empty")
         x, pos = self.embed(images)

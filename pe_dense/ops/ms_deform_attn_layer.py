@@ -72,7 +72,7 @@ class MSDeformAttn(nn.Module):
         weights = F.softmax(weights, -1).view(n, queries, self.heads, self.levels, self.points)
         if reference_points.shape[-1] == 2:
             # offsets are in pixels of each level: normalise by (W, H)
-            normalizer = shapes.flip(-1).to(device=offsets.device, dtype=offsets.dtype)
+            normalizer = shapes.flip(-1).to(offsets.device, offsets.dtype, non_blocking=True)  # no host sync
             locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
         elif reference_points.shape[-1] == 4:
             locations = (reference_points[:, :, None, :, None, :2]
