@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import randomize_
 from pe_dense.cli import main
-from pe_dense.models import build_encoder, get_config, read_checkpoint, save_state_dict
+from pe_dense.models import build_encoder, read_checkpoint
 
 MODEL = "PE-Spatial-T16-512"
 

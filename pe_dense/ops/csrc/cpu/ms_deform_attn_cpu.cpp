@@ -100,7 +100,7 @@ at::Tensor ms_deform_attn_forward_cpu(const at::Tensor& value, const at::Tensor&
   auto out = at::empty({z.N, z.Q, z.M * z.D}, v.options());
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "ms_deform_attn_forward_cpu", [&] {
     forward<scalar_t>(v.data_ptr<scalar_t>(), shapes.data_ptr<int64_t>(), starts.data_ptr<int64_t>(),
-                             loc.data_ptr<scalar_t>(), attn.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), z);
+                      loc.data_ptr<scalar_t>(), attn.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), z);
   });
   return out;
 }
@@ -128,9 +128,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
   auto grad_attn = at::zeros_like(attn);
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "ms_deform_attn_backward_cpu", [&] {
     backward<scalar_t>(v.data_ptr<scalar_t>(), shapes.data_ptr<int64_t>(), starts.data_ptr<int64_t>(),
-                              loc.data_ptr<scalar_t>(), attn.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(),
-                              grad_value.data_ptr<scalar_t>(), grad_loc.data_ptr<scalar_t>(),
-                              grad_attn.data_ptr<scalar_t>(), z);
+                       loc.data_ptr<scalar_t>(), attn.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(),
+                       grad_value.data_ptr<scalar_t>(), grad_loc.data_ptr<scalar_t>(), grad_attn.data_ptr<scalar_t>(),
+                       z);
   });
   return {grad_value, grad_loc, grad_attn};
 }
