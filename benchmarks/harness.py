@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import datetime
 import json
+import multiprocessing
+import os
 import platform
+import resource
 import statistics
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -77,6 +81,49 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> int:
     fn()
     torch.cuda.synchronize(device)
     return torch.cuda.max_memory_allocated(device)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def _cpu_peak_child(setup, args, queue):
+    run = setup(*args)
+    run()  # warm-up: code paths and thread pools
+    baseline, peak, done = _rss_bytes(), [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(0.0002)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    run()
+    done.set()
+    sampler.join()
+    queue.put(max(0, peak[0] - baseline))
+
+
+def cpu_peak_extra_bytes(setup: Callable[..., Callable[[], object]], *args) -> int:
+    """Highest resident memory above the inputs while ``run()`` executes, where ``run = setup(*args)``
+    makes its inputs (``setup`` must be a module-level function: it runs in a spawned process).
+
+    The child's allocator returns freed blocks to the OS (glibc keeps freed memory mapped unless blocks
+    are mmap-ed individually), so resident memory follows live memory; it is sampled every 0.2 ms
+    (torch kernels release the GIL, so the sampler runs alongside).
+    """
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"
+    try:
+        ctx = multiprocessing.get_context("spawn")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_cpu_peak_child, args=(setup, args, queue))
+        child.start()
+        child.join()
+    finally:
+        del os.environ["MALLOC_MMAP_THRESHOLD_"]
+    return queue.get()
 
 
 def save(name: str, payload: dict) -> Path:

@@ -12,12 +12,7 @@ Shapes: batch 2, 4 levels of a 1024x1024 input at strides 8-64 (128^2 ... 16^2),
 from __future__ import annotations
 
 import argparse
-import multiprocessing
-import os
-import resource
 import sys
-import threading
-import time
 from pathlib import Path
 
 import torch
@@ -83,32 +78,11 @@ def step(fn, inputs, grad):
     return torch.autograd.grad(out, (value, locations, weights), grad)
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
-
-
-def _cpu_peak_child(name, queries, pattern, queue):
-    """Runs in a fresh process whose allocator returns freed blocks to the OS (see peak_extra_bytes):
-    the highest resident memory above the inputs during one forward+backward, sampled every 0.2 ms
-    (the kernels release the GIL, so the sampler runs alongside)."""
+def _cpu_step(name, queries, pattern):
     inputs = make_inputs(queries, "cpu", torch.float32, pattern)
     grad = torch.randn(BATCH, queries, HEADS * CHANNELS)
     fn = implementations("cpu")[name]
-    step(fn, inputs, grad)  # warm-up: code paths and thread pools
-    baseline, peak, done = _rss_bytes(), [0], threading.Event()
-
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], _rss_bytes())
-            time.sleep(0.0002)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    step(fn, inputs, grad)
-    done.set()
-    sampler.join()
-    queue.put(max(0, peak[0] - baseline))
+    return lambda: step(fn, inputs, grad)
 
 
 def peak_extra_bytes(name, queries, pattern, device) -> int:
@@ -118,17 +92,7 @@ def peak_extra_bytes(name, queries, pattern, device) -> int:
         grad = torch.randn(BATCH, queries, HEADS * CHANNELS, device=device)
         held = sum(t.numel() * t.element_size() for t in (*inputs, grad))
         return harness.peak_memory(lambda: step(implementations(device)[name], inputs, grad), device) - held
-    # glibc keeps freed memory mapped unless blocks are mmap-ed individually; then RSS follows live memory.
-    os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"
-    try:
-        ctx = multiprocessing.get_context("spawn")
-        queue = ctx.Queue()
-        child = ctx.Process(target=_cpu_peak_child, args=(name, queries, pattern, queue))
-        child.start()
-        child.join()
-    finally:
-        del os.environ["MALLOC_MMAP_THRESHOLD_"]
-    return queue.get()
+    return harness.cpu_peak_extra_bytes(_cpu_step, name, queries, pattern)
 
 
 def check_agreement(impls, inputs, grad, dtype):

@@ -1,4 +1,4 @@
-"""The ``pe-dense`` command: ``features``, ``convert``, ``models``."""
+"""The ``pe-dense`` command: ``features``, ``track``, ``convert``, ``models``."""
 
 from __future__ import annotations
 
@@ -67,6 +67,47 @@ def _features(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- track
+def _track(args) -> int:
+    from .tracking import PropagationConfig, VideoFrames, VideoTracker, davis_palette, track_video
+
+    if (args.mask is None) == (not args.box and not args.point):
+        raise UsageError("give the first-frame labels either as --mask or as --box/--point prompts")
+    if (args.box or args.point) and args.sam_checkpoint is None:
+        raise UsageError("--box/--point prompts need --sam-checkpoint (a Segment Anything checkpoint)")
+    config = PropagationConfig(context=args.context, temperature=args.temperature, radius=args.radius,
+                               topk=args.topk)
+    mask = args.mask
+    if mask is None:
+        from .tracking.prompts import load_sam, mask_from_prompts
+
+        predictor = load_sam(args.sam_checkpoint, args.sam_model, device=args.device)
+        mask = (mask_from_prompts(predictor, VideoFrames(args.video).first(), args.box, args.point), davis_palette())
+    encoder = _build(args)
+    tracker = VideoTracker.from_encoder(encoder, layer=args.layer, precision=args.precision, config=config,
+                                        short_side=args.short_side)
+    settings = {"model": args.model, "weights": str(args.weights) if args.weights else "random", "layer": args.layer,
+                "precision": args.precision}
+    summary = track_video(tracker, args.video, mask, args.out, settings=settings, resume=args.resume,
+                          overlay=not args.no_overlay)
+    fps = f" ({summary['fps']} frames/s)" if summary["fps"] else ""
+    print(f"tracked {summary['tracked_now']} of {summary['frames']} frames in {summary['seconds']} s{fps}; "
+          f"labels and overlay in {args.out}")
+    return 0
+
+
+def _numbers(count: int, kind: str):
+    def parse(text: str) -> tuple[float, ...]:
+        try:
+            values = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != count:
+            raise argparse.ArgumentTypeError(f"a {kind} is {count} comma-separated numbers, got '{text}'")
+        return values
+    return parse
+
+
 # ---------------------------------------------------------------- convert
 def _convert(args) -> int:
     from .models import official_to_timm, read_checkpoint, save_state_dict, to_official
@@ -119,6 +160,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.set_defaults(run=_features)
 
+    p = commands.add_parser("track", help="track objects through a video by label propagation (DAVIS protocol)")
+    p.add_argument("video", type=Path, metavar="VIDEO", help="video file (mp4, webm, mkv...) or folder of frames")
+    p.add_argument("--mask", type=Path, help="first-frame labels: indexed PNG (as DAVIS) or binary mask")
+    p.add_argument("--box", type=_numbers(4, "box"), action="append", default=[], metavar="X0,Y0,X1,Y1",
+                   help="object box in the first frame, segmented with SAM (repeat for more objects)")
+    p.add_argument("--point", type=_numbers(2, "point"), action="append", default=[], metavar="X,Y",
+                   help="a click on an object in the first frame, segmented with SAM (repeat for more)")
+    p.add_argument("--sam-checkpoint", type=Path, help="Segment Anything checkpoint for --box/--point")
+    p.add_argument("--sam-model", default="vit_b", choices=("vit_b", "vit_l", "vit_h"))
+    p.add_argument("--model", required=True, help="model name, e.g. PE-Spatial-S16-512")
+    p.add_argument("--weights", help="checkpoint file, 'hub' or hf://repo:file; random weights if omitted")
+    p.add_argument("--layer", type=int, default=-1, help="block whose features are used (default: last)")
+    p.add_argument("--short-side", type=_positive_int, default=480, help="frames are resized to this short side")
+    p.add_argument("--context", type=int, default=7, help="previous frames used besides the first")
+    p.add_argument("--radius", type=int, default=12, help="neighbourhood radius in tokens (0: whole frame)")
+    p.add_argument("--topk", type=_positive_int, default=5)
+    p.add_argument("--temperature", type=float, default=0.1)
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
+    p.add_argument("--out", type=Path, required=True, help="output folder (DAVIS layout: one PNG per frame)")
+    p.set_defaults(run=_track)
+
     p = commands.add_parser("convert", help="convert a checkpoint between official and timm layouts")
     p.add_argument("input", type=Path, help="official, timm, detectron2 or CLIP checkpoint (.pt/.pth/.safetensors)")
     p.add_argument("output", type=Path, help="output file; .safetensors writes safetensors, else torch")
@@ -138,7 +203,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         return args.run(args)
-    except (UsageError, ValueError, FileNotFoundError, CheckpointError) as e:
+    except (UsageError, ValueError, FileNotFoundError, CheckpointError, ImportError) as e:
         print(f"pe-dense {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
 

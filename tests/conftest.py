@@ -30,6 +30,8 @@ OPTIONAL_SUITES = {
     "ops_kernels": (_kernels_built(), "pe_dense._C is not built (pip install --no-build-isolation -e .)"),
     "torch_ms_deform_attn": (_importable("torch_ms_deform_attn"),
                              "torch-ms-deform-attn is not installed (pip install --no-build-isolation -e '.[dev]')"),
+    "segment_anything": (_importable("segment_anything"),
+                         "segment-anything is not installed (pip install -e '.[dev]')"),
     "cuda": (torch.cuda.is_available(), "no CUDA device on this machine"),
 }
 

@@ -1,0 +1,118 @@
+"""DAVIS file conventions: indexed (palette) label PNGs and the DAVIS 2017 folder layout."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ..atomic_files import atomic_output
+
+PathLike = Union[str, os.PathLike]
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def davis_palette() -> np.ndarray:
+    """(256, 3) uint8: the PASCAL VOC colour map that DAVIS annotations use (0 black, 1 red, ...)."""
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    for i in range(256):
+        c, rgb = i, [0, 0, 0]
+        for bit in range(8):
+            for channel in range(3):
+                rgb[channel] |= ((c >> channel) & 1) << (7 - bit)
+            c >>= 3
+        palette[i] = rgb
+    return palette
+
+
+def read_label_png(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """(labels (H, W) uint8, palette (N, 3) uint8) from a label image.
+
+    Indexed PNGs (as DAVIS ships them) keep their values and palette; every value must have a
+    palette entry. A greyscale or 1-bit image is a binary mask (non-zero = object 1) unless it
+    already holds small label ids. RGB masks give one label per distinct non-black colour.
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"mask '{path}' does not exist") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"cannot read mask '{path}' ({e})") from None
+    if image.mode == "P":
+        labels = np.asarray(image, dtype=np.uint8)
+        palette = np.asarray(image.getpalette() or [], dtype=np.uint8).reshape(-1, 3)
+        if labels.max() >= len(palette):
+            missing = sorted(int(v) for v in np.unique(labels[labels >= len(palette)]))
+            raise ValueError(f"mask '{path}' uses labels {missing} that its palette ({len(palette)} colours) "
+                             "does not define")
+        return labels, palette
+    if image.mode in ("1", "L", "I;16", "I"):
+        values = np.asarray(image)
+        present = np.unique(values)
+        if len(present) <= 2 or present.max() > 255:  # binary (0/255, 0/1, 0/65535...)
+            return (values > 0).astype(np.uint8), davis_palette()
+        return values.astype(np.uint8), davis_palette()
+    if image.mode in ("RGB", "RGBA"):
+        rgb = np.asarray(image.convert("RGB"))
+        colors, inverse = np.unique(rgb.reshape(-1, 3), axis=0, return_inverse=True)
+        black = np.flatnonzero((colors == 0).all(axis=1))
+        order = np.concatenate([black, np.setdiff1d(np.arange(len(colors)), black)])
+        if len(colors) + (0 if len(black) else 1) > 256:
+            raise ValueError(f"mask '{path}' has {len(colors)} colours; a label mask has at most 256")
+        rank = np.empty(len(colors), dtype=np.uint8)
+        rank[order] = np.arange(len(colors))
+        palette = colors[order] if len(black) else np.concatenate([[[0, 0, 0]], colors[order]]).astype(np.uint8)
+        labels = rank[inverse.reshape(rgb.shape[:2])] + (0 if len(black) else 1)
+        return labels.astype(np.uint8), palette
+    raise ValueError(f"mask '{path}' has image mode {image.mode}; use an indexed PNG or a binary mask")
+
+
+def write_label_png(path: PathLike, labels: np.ndarray, palette: np.ndarray) -> None:
+    """Write ``labels`` (H, W) as an indexed PNG with ``palette``, atomically."""
+    image = Image.fromarray(np.asarray(labels, dtype=np.uint8), mode="P")
+    image.putpalette(np.asarray(palette, dtype=np.uint8).flatten().tolist())
+    with atomic_output(path) as tmp:
+        image.save(tmp)
+
+
+def list_images(folder: PathLike) -> list[Path]:
+    """Image files of a folder in name order."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+@dataclass(frozen=True)
+class DavisLayout:
+    """A DAVIS 2017 style root: ImageSets/<year>/<set>.txt, JPEGImages/<res>/<seq>, Annotations/<res>/<seq>."""
+
+    root: Path
+    resolution: str = "480p"
+    year: str = "2017"
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    def sequences(self, image_set: str = "val") -> list[str]:
+        listing = self.root / "ImageSets" / self.year / f"{image_set}.txt"
+        if not listing.is_file():
+            raise FileNotFoundError(f"{listing} does not exist: is '{self.root}' a DAVIS {self.year} folder?")
+        names = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
+        if not names:
+            raise ValueError(f"{listing} lists no sequences")
+        return names
+
+    def frames_dir(self, sequence: str) -> Path:
+        return self.root / "JPEGImages" / self.resolution / sequence
+
+    def annotations_dir(self, sequence: str) -> Path:
+        return self.root / "Annotations" / self.resolution / sequence
+
+    def annotations(self, sequence: str) -> list[Path]:
+        folder = self.annotations_dir(sequence)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"annotations of '{sequence}' not found at {folder}")
+        return sorted(folder.glob("*.png"))

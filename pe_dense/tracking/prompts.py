@@ -1,0 +1,63 @@
+"""First-frame masks from box or point prompts, with Segment Anything (segment-anything package)."""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..models.checkpoint import read_checkpoint
+
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
+Point = tuple[float, float]  # x, y in pixels
+
+
+def load_sam(checkpoint: Union[str, os.PathLike], model_type: str = "vit_b", device: str = "cpu"):
+    """A segment-anything ``SamPredictor``; the checkpoint is read without unpickling code."""
+    try:
+        from segment_anything import SamPredictor, sam_model_registry
+    except ImportError:
+        raise ImportError("prompts need Segment Anything: pip install 'pe_dense[sam]'") from None
+    if model_type not in sam_model_registry or model_type == "default":
+        raise ValueError(f"unknown SAM model '{model_type}'; choose from vit_b, vit_l, vit_h")
+    sam = sam_model_registry[model_type](checkpoint=None)
+    state, expected = read_checkpoint(checkpoint), sam.state_dict()
+    missing = sorted(set(expected) - set(state))
+    wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if missing or wrong or len(state) != len(expected):
+        raise ValueError(f"'{checkpoint}' is not a SAM {model_type} checkpoint: {len(missing)} missing keys "
+                         f"(e.g. {missing[:2]}), {len(wrong)} of the wrong shape (e.g. {wrong[:2]}), "
+                         f"{len(set(state) - set(expected))} unexpected")
+    sam.load_state_dict(state)
+    return SamPredictor(sam.to(device).eval())
+
+
+def mask_from_prompts(predictor, image: Image.Image, boxes: Sequence[Box] = (),
+                      points: Sequence[Point] = ()) -> np.ndarray:
+    """(H, W) uint8 labels: one object per box, then one per point (a single positive click).
+
+    Later prompts are painted over earlier ones where their masks overlap.
+    """
+    if not boxes and not points:
+        raise ValueError("give at least one box or point prompt")
+    width, height = image.size
+    for x0, y0, x1, y1 in boxes:
+        if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+            raise ValueError(f"box {x0},{y0},{x1},{y1} is empty or outside the {width}x{height} frame")
+    for x, y in points:
+        if not (0 <= x < width and 0 <= y < height):
+            raise ValueError(f"point {x},{y} is outside the {width}x{height} frame")
+    predictor.set_image(np.asarray(image.convert("RGB")))
+    prompts = [{"box": np.array(b, dtype=np.float32)} for b in boxes]
+    prompts += [{"point_coords": np.array([p], dtype=np.float32), "point_labels": np.array([1])} for p in points]
+    labels = np.zeros((height, width), dtype=np.uint8)
+    with torch.inference_mode():
+        for obj_id, prompt in enumerate(prompts, start=1):
+            masks, _, _ = predictor.predict(multimask_output=False, **prompt)
+            if not masks[0].any():
+                raise ValueError(f"SAM returned an empty mask for prompt {obj_id}; try another prompt")
+            labels[masks[0]] = obj_id
+    return labels

@@ -1,0 +1,105 @@
+"""Tracking objects through a video by label propagation over an encoder's dense features."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..models.preprocess import preprocess
+from .propagation import LabelPropagator, PropagationConfig, labels_at_pixels, one_hot_labels
+
+FeatureFn = Callable[[torch.Tensor], torch.Tensor]  # (1, 3, H, W) in [-1, 1] -> (1, C, H/p, W/p)
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class TrackedFrame:
+    index: int
+    name: str
+    image: Image.Image
+    labels: Optional[np.ndarray]  # (H, W) uint8 label values; None for frames replayed on resume
+    soft: Optional[torch.Tensor]  # (L, h, w) token soft labels, channels in the order of ``values``
+
+
+class VideoTracker:
+    """Propagates a first-frame label map through frames, one frame at a time.
+
+    Frames are resized so the short side is ``short_side`` (both sides rounded to multiples of the
+    patch size), as the DAVIS protocol does at 480 px; outputs come back at each frame's own size.
+    """
+
+    def __init__(self, features: FeatureFn, patch_size: int, config: PropagationConfig = PropagationConfig(),
+                 short_side: int = 480, device: torch.device | str = "cpu"):
+        if short_side < patch_size:
+            raise ValueError(f"short_side {short_side} is smaller than the patch size {patch_size}")
+        self.features_fn, self.patch_size, self.config = features, patch_size, config
+        self.short_side, self.device = short_side, torch.device(device)
+
+    @classmethod
+    def from_encoder(cls, encoder, *, layer: int = -1, precision: str = "fp32", **kwargs) -> "VideoTracker":
+        """Track with ``encoder.dense_features`` at ``layer`` (the protocol uses the last layer)."""
+        encoder.layer_index(layer)  # fail now on a bad layer
+        device = next(encoder.parameters()).device
+        dtype = PRECISIONS[precision]
+
+        def features(batch: torch.Tensor) -> torch.Tensor:
+            autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+            with torch.inference_mode(), autocast:
+                return encoder.dense_features(batch, layer).float()
+
+        return cls(features, encoder.config.patch_size, device=device, **kwargs)
+
+    def input_size(self, width: int, height: int) -> tuple[int, int]:
+        """(height, width) fed to the encoder for a ``width`` x ``height`` frame."""
+        scale = self.short_side / min(width, height)
+        p = self.patch_size
+        return max(p, round(height * scale / p) * p), max(p, round(width * scale / p) * p)
+
+    def _features(self, image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+        batch = preprocess(image, size)[None].to(self.device)
+        return self.features_fn(batch)[0]
+
+    def track(self, frames: Iterable[tuple[str, Image.Image]], first_labels: np.ndarray, *, start: int = 1,
+              saved_soft: Optional[Callable[[int], torch.Tensor]] = None) -> Iterator[TrackedFrame]:
+        """Yield every frame with its labels; the first frame carries ``first_labels`` (H, W) uint8.
+
+        To resume after frame ``start - 1``, pass ``saved_soft(i)`` giving the soft labels recorded
+        for frame i: frames before ``start`` are replayed (features only for the context window) and
+        yielded with ``labels=None``; later frames are exactly what an uninterrupted run gives.
+        """
+        frames = iter(frames)
+        try:
+            name, image = next(frames)
+        except StopIteration:
+            raise ValueError("the video has no frames") from None
+        if first_labels.shape != (image.height, image.width):
+            raise ValueError(f"the first-frame mask is {first_labels.shape[1]}x{first_labels.shape[0]} but the "
+                             f"frames are {image.width}x{image.height}")
+        if start > 1 and saved_soft is None:
+            raise ValueError("resuming needs the saved soft labels (saved_soft)")
+        values = np.union1d(np.unique(first_labels), [0]).astype(np.uint8)  # background always has a channel
+        channels = np.searchsorted(values, first_labels)
+        size = self.input_size(image.width, image.height)
+        grid = (size[0] // self.patch_size, size[1] // self.patch_size)
+        coarse = Image.fromarray(channels.astype(np.uint8)).resize(grid[::-1], Image.NEAREST)
+        first_soft = one_hot_labels(torch.from_numpy(np.array(coarse)), len(values)).permute(2, 0, 1)
+        propagator = LabelPropagator(self._features(image, size), first_soft.to(self.device), self.config)
+        yield TrackedFrame(0, name, image, first_labels.astype(np.uint8), first_soft)
+        lookup = torch.from_numpy(values)
+        for index, (name, image) in enumerate(frames, start=1):
+            if (image.width, image.height) != tuple(first_labels.shape[::-1]):
+                raise ValueError(f"frame {index} ({name}) is {image.width}x{image.height}, the first frame was "
+                                 f"{first_labels.shape[1]}x{first_labels.shape[0]}")
+            if index < start:
+                if index >= start - self.config.context:
+                    propagator.remember(self._features(image, size), saved_soft(index).to(self.device))
+                yield TrackedFrame(index, name, image, None, None)
+                continue
+            soft = propagator.step(self._features(image, size))
+            pixels = labels_at_pixels(soft, self.patch_size, (image.height, image.width)).cpu()
+            yield TrackedFrame(index, name, image, lookup[pixels].numpy(), soft.cpu())

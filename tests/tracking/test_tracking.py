@@ -1,0 +1,284 @@
+"""Tracking videos: the protocol on the built-in moving shapes, resuming, files, bad input."""
+
+import json
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from pe_dense.cli import main
+from pe_dense.data.moving_shapes import render_moving_shapes, write_moving_shapes
+from pe_dense.tracking import (
+    DavisLayout,
+    Statistics,
+    VideoFrames,
+    VideoTracker,
+    davis_palette,
+    read_label_png,
+    score_sequence,
+    track_video,
+    video_writer,
+    write_label_png,
+)
+from pe_dense.tracking.prompts import mask_from_prompts
+from pe_dense.tracking.run import STATE_DIR
+
+ROOT = Path(__file__).resolve().parents[2]
+PATCH = 4
+
+
+def colour_position_features(batch: torch.Tensor) -> torch.Tensor:
+    """A stand-in encoder independent of learned weights: mean colour per patch plus a smooth
+    position code, so propagation must follow objects by appearance."""
+    colour = F.avg_pool2d(batch, PATCH)
+    h, w = colour.shape[-2:]
+    ys, xs = torch.meshgrid(torch.arange(h) / h, torch.arange(w) / h, indexing="ij")
+    freqs = torch.arange(1, 3)[:, None, None] * torch.pi
+    code = torch.cat([f(c[None] * freqs) for c in (ys, xs) for f in (torch.sin, torch.cos)])
+    return torch.cat([colour, 0.2 * code[None]], dim=1)
+
+
+def stub_tracker(short_side=240) -> VideoTracker:
+    return VideoTracker(colour_position_features, PATCH, short_side=short_side)
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    return render_moving_shapes(num_frames=30, size=(240, 320), seed=0)
+
+
+def as_frames(frames):
+    return [(f"{i:05d}", Image.fromarray(f)) for i, f in enumerate(frames)]
+
+
+def test_moving_shapes_are_deterministic_and_move(shapes):
+    frames, labels = shapes
+    again = render_moving_shapes(num_frames=30, size=(240, 320), seed=0)
+    assert np.array_equal(frames, again[0]) and np.array_equal(labels, again[1])
+    assert set(np.unique(labels[0])) == {0, 1, 2, 3}
+    centres = [np.argwhere(labels[t] == 1).mean(0) for t in (0, 29)]
+    areas = [(labels[:, None] == k).sum((2, 3)).squeeze() for k in (1, 2, 3)]
+    assert np.linalg.norm(centres[1] - centres[0]) > 20  # motion
+    assert any(a.max() > 1.5 * a.min() for a in areas)  # scale change and occlusion
+
+
+def test_propagation_recovers_the_objects(shapes):
+    frames, labels = shapes
+    predicted = [f.labels for f in stub_tracker().track(as_frames(frames), labels[0])]
+    scores = score_sequence(labels, np.stack(predicted))
+    j = np.mean([Statistics.of(j).mean for j, _ in scores.values()])
+    f = np.mean([Statistics.of(f).mean for _, f in scores.values()])
+    assert (j + f) / 2 >= 0.9, (j, f)
+
+
+def test_first_labels_keep_their_values(shapes):
+    frames, labels = shapes
+    remapped = np.select([labels[0] == 1, labels[0] == 2, labels[0] == 3], [7, 3, 12], 0).astype(np.uint8)
+    steps = stub_tracker().track(as_frames(frames[:3]), remapped)
+    assert [set(np.unique(f.labels)) <= {0, 3, 7, 12} for f in steps] == [True] * 3
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, shapes):
+    frames, labels = shapes
+    video = tmp_path / "frames"
+    video.mkdir()
+    for name, image in as_frames(frames[:14]):
+        image.save(video / f"{name}.png")
+    mask = (labels[0], davis_palette())
+    whole = track_video(stub_tracker(), video, mask, tmp_path / "whole", progress=False)
+    assert whole["frames"] == 14 and not (tmp_path / "whole" / STATE_DIR).exists()
+
+    calls = []
+
+    def dies_at_frame_9(batch):
+        calls.append(1)
+        if len(calls) == 10:
+            raise Interrupt
+        return colour_position_features(batch)
+
+    out = tmp_path / "resumed"
+    with pytest.raises(Interrupt):
+        track_video(VideoTracker(dies_at_frame_9, PATCH, short_side=240), video, mask, out, progress=False)
+    assert sorted(p.name for p in out.glob("*.png")) == [f"{i:05d}.png" for i in range(9)]
+    assert not (out / "overlay.mp4").exists() and not (out / "track.json").exists()  # not looking complete
+    with pytest.raises(ValueError, match="interrupted tracking run"):
+        track_video(stub_tracker(), video, mask, out, progress=False)
+    with pytest.raises(ValueError, match="different settings"):
+        track_video(stub_tracker(short_side=200), video, mask, out, resume=True, progress=False)
+    summary = track_video(stub_tracker(), video, mask, out, resume=True, progress=False)
+    assert summary["tracked_now"] == 5
+    for i in range(14):
+        assert np.array_equal(read_label_png(out / f"{i:05d}.png")[0],
+                              read_label_png(tmp_path / "whole" / f"{i:05d}.png")[0]), i
+    assert len(list(VideoFrames(out / "overlay.mp4"))) == 14
+    with pytest.raises(ValueError, match="finished tracking run"):
+        track_video(stub_tracker(), video, mask, out, progress=False)
+
+
+def test_video_file_round_trip_and_palette_outputs(tmp_path, shapes):
+    frames, labels = shapes
+    with video_writer(tmp_path / "clip.mp4", fps=12) as write:
+        for frame in frames[:6]:
+            write(frame)
+    decoded = list(VideoFrames(tmp_path / "clip.mp4"))
+    assert [n for n, _ in decoded] == [f"{i:05d}" for i in range(6)]
+    assert np.abs(np.asarray(decoded[3][1], dtype=float) - frames[3]).mean() < 8  # lossy codec
+    palette = davis_palette().copy()
+    palette[1] = [10, 200, 30]
+    write_label_png(tmp_path / "first.png", labels[0], palette)
+    summary = track_video(stub_tracker(), tmp_path / "clip.mp4", tmp_path / "first.png", tmp_path / "out",
+                          progress=False)
+    assert summary["frames"] == 6 and summary["overlay"] == "overlay.mp4"
+    out_labels, out_palette = read_label_png(tmp_path / "out" / "00005.png")
+    assert out_labels.shape == (240, 320) and np.array_equal(out_palette[:4], palette[:4])
+
+
+def test_bad_inputs_fail_clearly_and_write_nothing(tmp_path, shapes):
+    frames, labels = shapes
+    mask = (labels[0], davis_palette())
+    garbage = tmp_path / "broken.mp4"
+    garbage.write_bytes(b"\x00not a video" * 100)
+    with pytest.raises(ValueError, match="cannot read .* as a video"):
+        track_video(stub_tracker(), garbage, mask, tmp_path / "a", progress=False)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        VideoFrames(tmp_path / "missing.mp4")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no image frames"):
+        VideoFrames(tmp_path / "empty")
+    video = tmp_path / "frames"
+    video.mkdir()
+    Image.fromarray(frames[0]).save(video / "0.png")
+    with pytest.raises(ValueError, match="mask is 160x120 but the video is 320x240"):
+        track_video(stub_tracker(), video, (labels[0][::2, ::2], davis_palette()), tmp_path / "b", progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    write_indexed_png_raw(tmp_path / "short.png", labels[0], [0, 0, 0, 255, 0, 0])  # 2 colours, labels to 3
+    with pytest.raises(ValueError, match=r"uses labels \[2, 3\] that its palette \(2 colours\)"):
+        read_label_png(tmp_path / "short.png")
+    (tmp_path / "text.png").write_text("hello")
+    with pytest.raises(ValueError, match="cannot read mask"):
+        read_label_png(tmp_path / "text.png")
+
+
+def write_indexed_png_raw(path, labels, palette):
+    """An 8-bit indexed PNG written byte by byte (Pillow would remap values its palette lacks)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    h, w = labels.shape
+    rows = b"".join(b"\x00" + row.tobytes() for row in labels.astype(np.uint8))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0))
+                     + chunk(b"PLTE", bytes(palette)) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_empty_video_file_is_an_error(tmp_path):
+    import av
+
+    path = tmp_path / "empty.mkv"
+    with av.open(str(path), mode="w") as container:  # a header and no frames
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width = stream.height = 32
+        container.start_encoding()
+    with pytest.raises(ValueError, match="(contains no frames|has no video stream|cannot read)"):
+        list(VideoFrames(path))
+
+
+def test_binary_and_rgb_masks(tmp_path):
+    binary = np.zeros((20, 30), dtype=np.uint8)
+    binary[5:10, 5:15] = 255
+    Image.fromarray(binary).save(tmp_path / "binary.png")
+    labels, _ = read_label_png(tmp_path / "binary.png")
+    assert set(np.unique(labels)) == {0, 1} and labels.sum() == 50
+    rgb = np.zeros((20, 30, 3), dtype=np.uint8)
+    rgb[0:5, 0:5] = [0, 0, 255]
+    rgb[10:15, 10:15] = [255, 0, 0]
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    labels, palette = read_label_png(tmp_path / "rgb.png")
+    assert set(np.unique(labels)) == {0, 1, 2}
+    assert [palette[labels[0, 0]].tolist(), palette[labels[12, 12]].tolist()] == [[0, 0, 255], [255, 0, 0]]
+
+
+class FakePredictor:
+    """Duck-types segment_anything.SamPredictor: masks are the prompt's box (or a disk at the point)."""
+
+    def set_image(self, image):
+        self.shape = image.shape[:2]
+
+    def predict(self, multimask_output, box=None, point_coords=None, point_labels=None):
+        mask = np.zeros(self.shape, dtype=bool)
+        if box is not None:
+            x0, y0, x1, y1 = box.astype(int)
+            mask[y0:y1, x0:x1] = True
+        else:
+            (x, y), = point_coords
+            yy, xx = np.mgrid[:self.shape[0], :self.shape[1]]
+            mask = (yy - y) ** 2 + (xx - x) ** 2 < 25
+        return mask[None], np.ones(1), None
+
+
+def test_prompts_become_first_frame_labels():
+    image = Image.new("RGB", (60, 40))
+    labels = mask_from_prompts(FakePredictor(), image, boxes=[(5, 5, 20, 20)], points=[(40, 30)])
+    assert labels.shape == (40, 60) and labels[10, 10] == 1 and labels[30, 40] == 2 and labels[0, 59] == 0
+    with pytest.raises(ValueError, match="outside"):
+        mask_from_prompts(FakePredictor(), image, boxes=[(5, 5, 80, 20)])
+    with pytest.raises(ValueError, match="at least one"):
+        mask_from_prompts(FakePredictor(), image)
+
+
+@pytest.mark.suite("segment_anything")
+def test_sam_checkpoint_is_checked(tmp_path):
+    from pe_dense.tracking.prompts import load_sam
+
+    torch.save({"image_encoder.neck.0.weight": torch.zeros(1)}, tmp_path / "not_sam.pt")
+    with pytest.raises(ValueError, match="is not a SAM vit_b checkpoint"):
+        load_sam(tmp_path / "not_sam.pt", "vit_b")
+    with pytest.raises(ValueError, match="unknown SAM model"):
+        load_sam(tmp_path / "not_sam.pt", "vit_x")
+
+
+def test_cli_tracks_an_mp4_and_eval_davis_scores_it(tmp_path, shapes):
+    """The real PE (tiny, random weights) end to end: CLI on a generated mp4, then the DAVIS tool."""
+    frames, labels = shapes
+    davis = write_moving_shapes(tmp_path / "davis", num_frames=8, size=(120, 160), seed=3)
+    sequence = DavisLayout(davis).sequences()[0]
+    with video_writer(tmp_path / "clip.mp4", fps=8) as write:
+        for path in sorted(DavisLayout(davis).frames_dir(sequence).iterdir()):
+            write(np.asarray(Image.open(path)))
+    first = DavisLayout(davis).annotations(sequence)[0]
+    out = tmp_path / "results" / sequence
+    code = main(["track", str(tmp_path / "clip.mp4"), "--mask", str(first), "--model", "PE-Spatial-T16-512",
+                 "--short-side", "64", "--out", str(out)])
+    assert code == 0
+    assert sorted(p.name for p in out.glob("*.png")) == [f"{i:05d}.png" for i in range(8)]
+    assert json.loads((out / "track.json").read_text())["weights"] == "random"
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "eval_davis.py"), "--davis", str(davis),
+                             "--results", str(tmp_path / "results"), "--out", str(tmp_path / "scores")],
+                            capture_output=True, text=True, check=True)
+    assert "J&F-Mean" in result.stdout and sequence in result.stdout
+    per_sequence = (tmp_path / "scores" / "per-sequence_results-val.csv").read_text().splitlines()
+    assert per_sequence[0] == "Sequence,Objects,J&F-Mean,J-Mean,F-Mean" and per_sequence[1].startswith(sequence)
+    # the first frame is given: scoring the annotations themselves gives 1.0
+    perfect = subprocess.run([sys.executable, str(ROOT / "tools" / "eval_davis.py"), "--davis", str(davis),
+                              "--results", str(davis / "Annotations" / "480p"), "--out", str(tmp_path / "s2")],
+                             capture_output=True, text=True, check=True)
+    assert "1.000" in (tmp_path / "s2" / "global_results-val.csv").read_text().splitlines()[1].split(",")[0]
+    assert perfect.returncode == 0
+
+
+def test_cli_usage_errors(tmp_path, capsys):
+    assert main(["track", str(tmp_path), "--model", "PE-Spatial-T16-512", "--out", str(tmp_path / "o")]) == 2
+    assert "either as --mask or as --box/--point" in capsys.readouterr().err
+    assert main(["track", str(tmp_path), "--box", "1,2,3,4", "--model", "PE-Spatial-T16-512",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "--sam-checkpoint" in capsys.readouterr().err

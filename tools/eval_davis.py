@@ -1,0 +1,92 @@
+#!/usr/bin/env python
+"""DAVIS 2017 semi-supervised evaluation by zero-shot label propagation (PE-Spatial's protocol).
+
+Track every sequence of an image set with a PE model and score it:
+    python tools/eval_davis.py --davis DAVIS --model PE-Spatial-S16-512 --weights W.pt --out results/davis
+Score results that already exist (one folder of indexed PNGs per sequence):
+    python tools/eval_davis.py --davis DAVIS --results my_results --out scores
+
+Writes <out>/global_results-<set>.csv and <out>/per-sequence_results-<set>.csv and prints both tables.
+An interrupted run continues where it stopped when started again with the same arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from pe_dense.models import RandomWeightsWarning, build_encoder
+from pe_dense.tracking import DavisLayout, PropagationConfig, VideoTracker, track_video
+from pe_dense.tracking.evaluate import format_table, score_results, summarize, write_csv
+from pe_dense.tracking.run import STATE_DIR
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--davis", type=Path, required=True, help="DAVIS root (ImageSets, JPEGImages, Annotations)")
+    parser.add_argument("--set", default="val", help="image set listed in ImageSets/2017/<set>.txt")
+    parser.add_argument("--sequences", nargs="+", help="only these sequences")
+    parser.add_argument("--resolution", default="480p")
+    parser.add_argument("--results", type=Path, help="score these results instead of tracking")
+    parser.add_argument("--model", help="PE model name for tracking, e.g. PE-Spatial-S16-512")
+    parser.add_argument("--weights", help="checkpoint for --model (random weights if omitted, with a warning)")
+    parser.add_argument("--layer", type=int, default=-1)
+    parser.add_argument("--short-side", type=int, default=480)
+    parser.add_argument("--context", type=int, default=7)
+    parser.add_argument("--radius", type=int, default=12)
+    parser.add_argument("--topk", type=int, default=5)
+    parser.add_argument("--temperature", type=float, default=0.1)
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", type=Path, required=True, help="tracking results and score tables go here")
+    args = parser.parse_args(argv)
+    if (args.results is None) == (args.model is None):
+        parser.error("give either --model (track, then score) or --results (score only)")
+    return args
+
+
+def track_all(args, layout: DavisLayout, sequences: list[str]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("default", RandomWeightsWarning)
+        encoder = build_encoder(args.model, args.weights, device=args.device)
+    config = PropagationConfig(args.context, args.temperature, args.radius, args.topk)
+    tracker = VideoTracker.from_encoder(encoder, layer=args.layer, precision=args.precision, config=config,
+                                        short_side=args.short_side)
+    settings = {"model": args.model, "weights": str(args.weights or "random"), "layer": args.layer,
+                "precision": args.precision}
+    for i, sequence in enumerate(sequences, 1):
+        first = layout.annotations(sequence)[0]
+        out = args.out / sequence
+        resume = (out / "track.json").exists() or (out / STATE_DIR).exists()
+        print(f"[{i}/{len(sequences)}] {sequence}", flush=True)
+        track_video(tracker, layout.frames_dir(sequence), first, out, settings=settings, resume=resume,
+                    overlay=False)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    layout = DavisLayout(args.davis, resolution=args.resolution)
+    sequences = args.sequences or layout.sequences(args.set)
+    began = time.perf_counter()
+    if args.results is None:
+        track_all(args, layout, sequences)
+    overall, per_sequence = summarize(score_results(layout, args.results or args.out, sequences))
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_csv(args.out / f"global_results-{args.set}.csv", [overall])
+    write_csv(args.out / f"per-sequence_results-{args.set}.csv", per_sequence)
+    print(f"----- global results ({args.set}, {len(sequences)} sequences) -----")
+    print(format_table([overall]))
+    print(f"\n----- per sequence -----\n{format_table(per_sequence)}")
+    print(f"\ntables in {args.out}; {time.perf_counter() - began:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (ValueError, FileNotFoundError) as e:
+        print(f"eval_davis: error: {e}", file=sys.stderr)
+        sys.exit(2)
