@@ -89,13 +89,13 @@ def propagation_rows(grids, repeats):
 
 
 def end_to_end_rows(models, frames):
+    from PIL import Image
+
     from pe_dense.data.moving_shapes import render_moving_shapes
     from pe_dense.models import build_encoder
     from pe_dense.tracking import VideoTracker
 
     video, labels = render_moving_shapes(num_frames=frames, size=(480, 854))
-    from PIL import Image
-
     images = [(f"{i:05d}", Image.fromarray(f)) for i, f in enumerate(video)]
     rows = []
     for model in models:

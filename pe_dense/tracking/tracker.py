@@ -10,11 +10,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..feature_extraction import PRECISIONS
 from ..models.preprocess import preprocess
 from .propagation import LabelPropagator, PropagationConfig, labels_at_pixels, one_hot_labels
 
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]  # (1, 3, H, W) in [-1, 1] -> (1, C, H/p, W/p)
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
