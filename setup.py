@@ -64,15 +64,17 @@ setup(
         "scikit-image",  # ships the offline sample images
         "opencv-python-headless",  # DAVIS boundary measure; the only OpenCV distribution to install
         "av",  # video decoding/encoding (PyAV)
+        "matplotlib",  # colour maps and figures of pe_dense.viz
+        "scipy",  # leading eigenvectors only, for PCA pictures
     ],
     extras_require={
-        "dev": ["pytest", "hypothesis", "timm>=1.0.16", "segment-anything"],
+        "dev": ["pytest", "hypothesis", "timm>=1.0.16", "segment-anything", "nbclient", "nbformat", "ipykernel"],
         # needs --no-build-isolation (it compiles against the installed torch)
         "bench": ["torch-ms-deform-attn==0.1.1"],
         "detectron2": [f"detectron2 @ git+https://github.com/facebookresearch/detectron2.git@{DETECTRON2_COMMIT}"],
         "mmseg": ["mmsegmentation==1.2.2", "mmengine==0.10.7", "mmcv==2.1.0"],
         "sam": ["segment-anything", "sam2"],
-        "notebooks": ["nbclient", "nbformat", "ipykernel", "matplotlib"],
+        "notebooks": ["jupyterlab"],
     },
     entry_points={"console_scripts": ["pe-dense=pe_dense.cli:main"]},
 )

@@ -1,4 +1,4 @@
-"""The ``pe-dense`` command: ``features``, ``track``, ``convert``, ``models``."""
+"""The ``pe-dense`` command: ``features``, ``viz``, ``track``, ``convert``, ``models``."""
 
 from __future__ import annotations
 
@@ -64,6 +64,33 @@ def _features(args) -> int:
     with atomic_output(args.out / "features.json") as tmp:
         tmp.write_text(json.dumps(manifest, indent=2))
     print(f"wrote features and PCA pictures of {len(written)} image(s) to {args.out}")
+    return 0
+
+
+# ---------------------------------------------------------------- viz
+def _viz(args) -> int:
+    from .feature_extraction import find_images, parse_size
+    from .models import get_config
+    from .viz.pictures import write_pictures
+
+    if args.point is not None and args.mode != "corr":
+        raise UsageError("--point chooses the query token of --mode corr")
+    config = get_config(args.model)
+    sources = find_images(args.images)
+    size = parse_size(args.size, config.image_size)
+    encoder = _build(args)
+    encoder.grid_size(*size)  # fail before any work
+    written = write_pictures(encoder, sources, args.out, size=size, layers=args.layers, mode=args.mode, fit=args.fit,
+                             point=args.point, batch_size=args.batch_size, precision=args.precision,
+                             sweep_height=args.panel_height)
+    manifest = {
+        "model": args.model, "weights": str(args.weights) if args.weights else "random", "mode": args.mode,
+        "layers": args.layers, "fit": args.fit, "point": args.point, "input_size": list(size), "images": written,
+    }
+    with atomic_output(args.out / "viz.json") as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2))
+    count = sum(len(entry["pictures"]) + ("sweep" in entry) for entry in written)
+    print(f"wrote {count} picture(s) of {len(written)} image(s) to {args.out}")
     return 0
 
 
@@ -159,6 +186,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.set_defaults(run=_features)
+
+    p = commands.add_parser("viz", help="pictures of feature maps: PCA colours or token correspondence, per layer")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders of images, or sample:NAME")
+    p.add_argument("--model", required=True, help="model name, e.g. PE-Spatial-B16-512 (see `pe-dense models`)")
+    p.add_argument("--weights", help="checkpoint file, 'hub' or hf://repo:file; random weights if omitted")
+    p.add_argument("--layers", type=int, nargs="+", default=[-1], metavar="LAYER",
+                   help="blocks to show (negative counts from the end); several give a side-by-side sweep")
+    p.add_argument("--mode", choices=("pca", "lch", "corr"), default="pca",
+                   help="pca: 3 components as RGB; lch: lightness + hue/chroma; corr: similarity to one token")
+    p.add_argument("--fit", choices=("each", "first", "all"), default="each",
+                   help="PCA fitted on each image, on the first (shared colours), or on all together")
+    p.add_argument("--point", type=_numbers(2, "point"), metavar="X,Y",
+                   help="--mode corr: query pixel in the first image (default: its centre)")
+    p.add_argument("--panel-height", type=_positive_int, default=300, metavar="PIXELS",
+                   help="height of each picture in the side-by-side sweep (several --layers)")
+    p.add_argument("--size", help="input size N or HxW, multiples of the patch size (default: the model's)")
+    p.add_argument("--batch-size", type=_positive_int, default=8)
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.set_defaults(run=_viz)
 
     p = commands.add_parser("track", help="track objects through a video by label propagation (DAVIS protocol)")
     p.add_argument("video", type=Path, metavar="VIDEO", help="video file (mp4, webm, mkv...) or folder of frames")

@@ -15,7 +15,8 @@ from .atomic_files import atomic_output
 from .data.samples import SAMPLE_IMAGES, sample_image
 from .models.preprocess import Size, load_image, preprocess
 from .models.vision_transformer import PEVisionTransformer
-from .viz.pca import colors_to_image, pca_rgb
+from .viz.images import colors_to_image
+from .viz.pca import pca_rgb
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 SAMPLE_PREFIX = "sample:"
@@ -75,12 +76,25 @@ def extract(
     precision: str = "fp32",
 ) -> torch.Tensor:
     """Dense features (B, C, h, w), float32 on the CPU, of a batch of PIL images resized to ``size``."""
+    return extract_layers(encoder, images, size=size, layers=(layer,), precision=precision)[0]
+
+
+def extract_layers(
+    encoder: PEVisionTransformer,
+    images: Sequence[Image.Image],
+    *,
+    size: Size,
+    layers: Sequence[int],
+    precision: str = "fp32",
+) -> list[torch.Tensor]:
+    """Dense features (B, C, h, w) after each block in ``layers``, from one forward pass."""
     device = next(encoder.parameters()).device
     batch = torch.stack([preprocess(image, size) for image in images]).to(device)
     dtype = PRECISIONS[precision]
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
-        return encoder.dense_features(batch, layer).float().cpu()
+        maps = encoder.forward_intermediates(batch, layers)
+    return [m.float().cpu() for m in maps]
 
 
 def iter_features(

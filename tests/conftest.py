@@ -32,6 +32,8 @@ OPTIONAL_SUITES = {
                              "torch-ms-deform-attn is not installed (pip install --no-build-isolation -e '.[dev]')"),
     "segment_anything": (_importable("segment_anything"),
                          "segment-anything is not installed (pip install -e '.[dev]')"),
+    "notebooks": (_importable("nbclient") and _importable("ipykernel"),
+                  "nbclient/ipykernel are not installed (pip install -e '.[dev]')"),
     "cuda": (torch.cuda.is_available(), "no CUDA device on this machine"),
 }
 
