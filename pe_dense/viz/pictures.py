@@ -50,6 +50,7 @@ def write_pictures(
     blocks = list(dict.fromkeys(encoder.layer_index(layer) for layer in layers))
     if mode == "corr" and point is not None:
         token_at(point, sources[0].load().size, (1, 1))  # inside the first image, checked before any work
+    # every map is kept until the end: --fit all needs them together (a few MB per image and layer)
     names, images, maps = [], [], []  # maps[i][j]: image i, block j, (C, h, w)
     for start in range(0, len(sources), batch_size):
         chunk = sources[start:start + batch_size]
