@@ -66,6 +66,7 @@ setup(
         "av",  # video decoding/encoding (PyAV)
         "matplotlib",  # colour maps and figures of pe_dense.viz
         "scipy",  # leading eigenvectors only, for PCA pictures
+        "pycocotools",  # COCO masks of the built-in shapes dataset
     ],
     extras_require={
         "dev": ["pytest", "hypothesis", "timm>=1.0.16", "segment-anything", "nbclient", "nbformat", "ipykernel"],

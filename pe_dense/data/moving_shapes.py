@@ -7,7 +7,6 @@ occlusion. Deterministic for a given seed.
 
 from __future__ import annotations
 
-import colorsys
 import os
 from pathlib import Path
 from typing import Union
@@ -16,19 +15,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..tracking.davis import davis_palette, write_label_png
+from .drawing import muted, saturated, smooth_texture
 
 SHAPES = ("ellipse", "rectangle", "triangle", "diamond")
-
-
-def _texture(rng: np.random.Generator, height: int, width: int, cells: int) -> np.ndarray:
-    """Smooth random colour texture (H, W, 3) in [0, 1]: bicubically upsampled noise."""
-    noise = (rng.random((cells, cells, 3)) * 255).astype(np.uint8)
-    return np.asarray(Image.fromarray(noise).resize((width, height), Image.BICUBIC), dtype=np.float32) / 255
-
-
-def _saturated(hue: float) -> np.ndarray:
-    """RGB in [0, 1] of a vivid colour (HSV with saturation 0.85, value 0.95)."""
-    return np.array(colorsys.hsv_to_rgb(hue, 0.85, 0.95))
 
 
 def _polygon(kind: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
@@ -48,16 +37,14 @@ def render_moving_shapes(num_frames: int = 30, size: tuple[int, int] = (240, 320
         raise ValueError(f"num_frames must be positive, got {num_frames}")
     height, width = size
     rng = np.random.default_rng(seed)
-    texture = _texture(rng, height, width + num_frames, 16)
-    # muted background (mostly grey) so that the saturated shapes stand out, as objects usually do
-    background = 0.25 + 0.5 * (0.75 * texture.mean(axis=2, keepdims=True) + 0.25 * texture)
+    background = muted(smooth_texture(rng, height, width + num_frames, 16))
     hues = (rng.random() + np.arange(num_objects) / num_objects) % 1.0
     objects = []
     for i in range(num_objects):
         objects.append({
             "kind": SHAPES[i % len(SHAPES)],
-            "color": _saturated(hues[i]),
-            "texture": _texture(rng, height, width, 6),
+            "color": saturated(hues[i]),
+            "texture": smooth_texture(rng, height, width, 6),
             "pos": rng.uniform(0.25, 0.75, 2) * [width, height],
             "vel": rng.uniform(2.0, 5.0, 2) * rng.choice([-1, 1], 2),
             "radius": rng.uniform(0.10, 0.16) * min(height, width),
