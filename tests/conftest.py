@@ -8,7 +8,9 @@ loudly: a skip is never silent.
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,6 +26,13 @@ def _kernels_built() -> bool:
     return kernels_available("cpu")
 
 
+def _official_source():
+    """The released PE detection backbone source, in a perception_models checkout named by $PE_OFFICIAL_SOURCE."""
+    root = os.environ.get("PE_OFFICIAL_SOURCE")
+    path = Path(root) / "apps/detection/detectron2_pe/modeling/backbone/pev1_det.py" if root else None
+    return path if path is not None and path.is_file() else None
+
+
 # name -> (available, reason when not)
 OPTIONAL_SUITES = {
     "timm": (_importable("timm"), "timm is not installed (pip install -e '.[dev]')"),
@@ -32,6 +41,12 @@ OPTIONAL_SUITES = {
                              "torch-ms-deform-attn is not installed (pip install --no-build-isolation -e '.[dev]')"),
     "segment_anything": (_importable("segment_anything"),
                          "segment-anything is not installed (pip install -e '.[dev]')"),
+    "detectron2": (_importable("detectron2"),
+                   "detectron2 is not installed; it is not on PyPI: pip install --no-build-isolation "
+                   "'git+https://github.com/facebookresearch/detectron2.git'"),
+    "pe_official_source": (_official_source() is not None and _importable("einops") and _importable("detectron2"),
+                           "set PE_OFFICIAL_SOURCE to a checkout of facebookresearch/perception_models (with einops "
+                           "and detectron2 installed) to compare with the released detection backbone code"),
     "notebooks": (_importable("nbclient") and _importable("ipykernel"),
                   "nbclient/ipykernel are not installed (pip install -e '.[dev]')"),
     "cuda": (torch.cuda.is_available(), "no CUDA device on this machine"),
