@@ -29,7 +29,7 @@ def panels_figure(panels: Sequence[tuple[str, Panel]], columns: Optional[int] = 
         raise ValueError("no panels to draw")
     columns = columns or len(panels)
     rows = math.ceil(len(panels) / columns)
-    aspect = max(np.asarray(p).shape[1] / np.asarray(p).shape[0] for _, p in panels)
+    aspect = max(w / h for w, h in (p.size if isinstance(p, Image.Image) else p.shape[1::-1] for _, p in panels))
     fig = Figure(figsize=(columns * panel_height * aspect, rows * (panel_height + 0.35)), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     for ax, (title, picture) in zip(axes, panels):
