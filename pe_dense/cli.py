@@ -167,30 +167,37 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _add_image_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files, folders of images, or built-in samples (sample:astronaut, sample:chelsea, "
+                        "sample:coffee)")
+    p.add_argument("--size", help="input size N or HxW, multiples of the patch size (default: the model's)")
+    p.add_argument("--batch-size", type=_positive_int, default=8)
+
+
+def _add_model_arguments(p: argparse.ArgumentParser, example: str) -> None:
+    p.add_argument("--model", required=True, help=f"model name, e.g. {example} (see `pe-dense models`)")
+    p.add_argument("--weights", help="checkpoint file, 'hub' for the released weights, or hf://repo:file; "
+                                     "random weights if omitted")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    p.add_argument("--device", default="cpu")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pe-dense", description="Dense features from Perception Encoder models.")
     parser.add_argument("--version", action="version", version=f"pe-dense {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser("features", help="save dense features and a PCA picture per image")
-    p.add_argument("images", nargs="+", metavar="IMAGE",
-                   help="image files, folders of images, or built-in samples (sample:astronaut, sample:chelsea, "
-                        "sample:coffee)")
-    p.add_argument("--model", required=True, help="model name, e.g. PE-Spatial-B16-512 (see `pe-dense models`)")
-    p.add_argument("--weights", help="checkpoint file, 'hub' for the released weights, or hf://repo:file; "
-                                     "random weights if omitted")
+    _add_image_arguments(p)
+    _add_model_arguments(p, "PE-Spatial-B16-512")
     p.add_argument("--layer", type=int, default=-1, help="block whose output to save (negative counts from the end)")
-    p.add_argument("--size", help="input size N or HxW, multiples of the patch size (default: the model's)")
-    p.add_argument("--batch-size", type=_positive_int, default=8)
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.set_defaults(run=_features)
 
     p = commands.add_parser("viz", help="pictures of feature maps: PCA colours or token correspondence, per layer")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders of images, or sample:NAME")
-    p.add_argument("--model", required=True, help="model name, e.g. PE-Spatial-B16-512 (see `pe-dense models`)")
-    p.add_argument("--weights", help="checkpoint file, 'hub' or hf://repo:file; random weights if omitted")
+    _add_image_arguments(p)
+    _add_model_arguments(p, "PE-Spatial-B16-512")
     p.add_argument("--layers", type=int, nargs="+", default=[-1], metavar="LAYER",
                    help="blocks to show (negative counts from the end); several give a side-by-side sweep")
     p.add_argument("--mode", choices=("pca", "lch", "corr"), default="pca",
@@ -201,10 +208,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--mode corr: query pixel in the first image (default: its centre)")
     p.add_argument("--panel-height", type=_positive_int, default=300, metavar="PIXELS",
                    help="height of each picture in the side-by-side sweep (several --layers)")
-    p.add_argument("--size", help="input size N or HxW, multiples of the patch size (default: the model's)")
-    p.add_argument("--batch-size", type=_positive_int, default=8)
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.set_defaults(run=_viz)
 
@@ -217,16 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a click on an object in the first frame, segmented with SAM (repeat for more)")
     p.add_argument("--sam-checkpoint", type=Path, help="Segment Anything checkpoint for --box/--point")
     p.add_argument("--sam-model", default="vit_b", choices=("vit_b", "vit_l", "vit_h"))
-    p.add_argument("--model", required=True, help="model name, e.g. PE-Spatial-S16-512")
-    p.add_argument("--weights", help="checkpoint file, 'hub' or hf://repo:file; random weights if omitted")
+    _add_model_arguments(p, "PE-Spatial-S16-512")
     p.add_argument("--layer", type=int, default=-1, help="block whose features are used (default: last)")
     p.add_argument("--short-side", type=_positive_int, default=480, help="frames are resized to this short side")
     p.add_argument("--context", type=int, default=7, help="previous frames used besides the first")
     p.add_argument("--radius", type=int, default=12, help="neighbourhood radius in tokens (0: whole frame)")
     p.add_argument("--topk", type=_positive_int, default=5)
     p.add_argument("--temperature", type=float, default=0.1)
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    p.add_argument("--device", default="cpu")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
     p.add_argument("--out", type=Path, required=True, help="output folder (DAVIS layout: one PNG per frame)")

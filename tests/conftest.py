@@ -121,6 +121,16 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model
 
 
+@pytest.fixture(scope="session")
+def t16_weights(tmp_path_factory):
+    """A PE-Spatial-T16-512 checkpoint file with seeded random weights, for CLI tests."""
+    from pe_dense.models import build_encoder
+
+    path = tmp_path_factory.mktemp("weights") / "PE-Spatial-T16-512.pt"
+    torch.save(randomize_(build_encoder("PE-Spatial-T16-512"), seed=5).state_dict(), path)
+    return path
+
+
 @pytest.fixture
 def tiny_config():
     """A PE-Spatial-T16-512 shaped model, two blocks deep: fast, with a class token."""

@@ -10,21 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import randomize_
 from pe_dense.cli import main
 from pe_dense.models import build_encoder, read_checkpoint
 
 MODEL = "PE-Spatial-T16-512"
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    path = tmp_path_factory.mktemp("weights") / f"{MODEL}.pt"
-    torch.save(randomize_(build_encoder(MODEL), seed=5).state_dict(), path)
-    return path
-
-
-def test_features_on_samples_files_and_folders(tmp_path, weights, capsys):
+def test_features_on_samples_files_and_folders(tmp_path, t16_weights, capsys):
     folder = tmp_path / "photos"
     folder.mkdir()
     Image.new("RGB", (200, 120), (200, 30, 30)).save(folder / "red.png")
@@ -32,7 +24,7 @@ def test_features_on_samples_files_and_folders(tmp_path, weights, capsys):
     (folder / "notes.txt").write_text("not an image")
     out = tmp_path / "out"
     code = main(["features", "sample:coffee", str(folder), str(folder / "red.png"), "--model", MODEL,
-                 "--weights", str(weights), "--layer", "-4", "--size", "256x384", "--batch-size", "2",
+                 "--weights", str(t16_weights), "--layer", "-4", "--size", "256x384", "--batch-size", "2",
                  "--out", str(out)])
     assert code == 0
     assert "RANDOM" not in capsys.readouterr().err
@@ -45,7 +37,7 @@ def test_features_on_samples_files_and_folders(tmp_path, weights, capsys):
     from pe_dense.data import sample_image
     from pe_dense.models import preprocess
 
-    model = build_encoder(MODEL, weights)
+    model = build_encoder(MODEL, t16_weights)
     with torch.no_grad():
         expected = model.dense_features(preprocess(sample_image("coffee"), (256, 384))[None], layer=-4)[0]
     np.testing.assert_allclose(coffee, expected.numpy(), atol=1e-5)
@@ -86,14 +78,14 @@ def test_unreadable_image_fails_cleanly(tmp_path, capsys):
     assert "cannot read" in capsys.readouterr().err and not (tmp_path / "o" / "features.json").exists()
 
 
-def test_convert_round_trip_and_refusal_to_overwrite(tmp_path, weights, capsys):
+def test_convert_round_trip_and_refusal_to_overwrite(tmp_path, t16_weights, capsys):
     timm_file, back = tmp_path / "timm.safetensors", tmp_path / "back.pt"
-    assert main(["convert", str(weights), str(timm_file), "--to", "timm"]) == 0
+    assert main(["convert", str(t16_weights), str(timm_file), "--to", "timm"]) == 0
     assert "patch_embed.proj.weight" in read_checkpoint(timm_file)
     assert main(["convert", str(timm_file), str(back)]) == 0
-    original = read_checkpoint(weights)
+    original = read_checkpoint(t16_weights)
     assert all(torch.equal(read_checkpoint(back)[k], v) for k, v in original.items())
-    assert main(["convert", str(weights), str(back)]) == 2
+    assert main(["convert", str(t16_weights), str(back)]) == 2
     assert "exists; pass --force" in capsys.readouterr().err
 
 

@@ -4,10 +4,8 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from conftest import randomize_
 from pe_dense.cli import main
 from pe_dense.data import sample_image
 from pe_dense.feature_extraction import extract_layers
@@ -17,13 +15,6 @@ from pe_dense.viz import PCAColorizer, colors_to_image, token_center
 MODEL = "PE-Spatial-T16-512"
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    path = tmp_path_factory.mktemp("weights") / f"{MODEL}.pt"
-    torch.save(randomize_(build_encoder(MODEL), seed=11).state_dict(), path)
-    return path
-
-
 @pytest.fixture
 def photo(tmp_path):
     path = tmp_path / "photo.png"
@@ -31,16 +22,16 @@ def photo(tmp_path):
     return path
 
 
-def test_pca_sweep_with_a_shared_fit_gives_the_library_pictures(tmp_path, weights, photo):
+def test_pca_sweep_with_a_shared_fit_gives_the_library_pictures(tmp_path, t16_weights, photo):
     out = tmp_path / "out"
-    assert main(["viz", "sample:chelsea", str(photo), "--model", MODEL, "--weights", str(weights),
+    assert main(["viz", "sample:chelsea", str(photo), "--model", MODEL, "--weights", str(t16_weights),
                  "--layers", "-1", "3", "--mode", "lch", "--fit", "first", "--size", "128", "--out", str(out)]) == 0
     manifest = json.loads((out / "viz.json").read_text())
     assert manifest["mode"] == "lch" and manifest["fit"] == "first" and manifest["layers"] == [-1, 3]
     assert manifest["images"][1] == {"name": "photo", "pictures": ["photo_block11_lch.png", "photo_block3_lch.png"],
                                      "sweep": "photo_lch.png"}
     images = [sample_image("chelsea"), Image.open(photo).convert("RGB")]
-    maps = extract_layers(build_encoder(MODEL, weights), images, size=128, layers=[11, 3])
+    maps = extract_layers(build_encoder(MODEL, t16_weights), images, size=128, layers=[11, 3])
     for layer, batch in zip([11, 3], maps):
         colorizer = PCAColorizer("lch").fit(batch[0])  # --fit first: the first image's PCA for both
         for name, image, features in zip(["chelsea", "photo"], images, batch):
@@ -51,11 +42,11 @@ def test_pca_sweep_with_a_shared_fit_gives_the_library_pictures(tmp_path, weight
     assert sweep.width > 2.5 * sweep.height  # image + two layers side by side
 
 
-def test_correspondence_of_an_image_with_itself(tmp_path, weights, photo):
+def test_correspondence_of_an_image_with_itself(tmp_path, t16_weights, photo):
     # the query is a token centre, so the best match in the copy is marked at exactly the same place
     x, y = token_center((3, 4), (150, 110), (8, 8))
     out = tmp_path / "out"
-    assert main(["viz", str(photo), str(photo), "--model", MODEL, "--weights", str(weights), "--mode", "corr",
+    assert main(["viz", str(photo), str(photo), "--model", MODEL, "--weights", str(t16_weights), "--mode", "corr",
                  "--point", f"{x},{y}", "--size", "128", "--out", str(out)]) == 0
     first, second = (np.asarray(Image.open(out / f"{n}_block11_corr.png")) for n in ("photo", "photo_1"))
     assert first.shape == (110, 150, 3)
