@@ -69,10 +69,13 @@ setup(
         "pycocotools",  # COCO masks of the built-in shapes dataset
     ],
     extras_require={
-        "dev": ["pytest", "hypothesis", "timm>=1.0.16", "segment-anything", "nbclient", "nbformat", "ipykernel"],
+        # shapely: detectron2 needs it to crop polygon masks (large-scale jitter) but does not declare it
+        "dev": ["pytest", "hypothesis", "timm>=1.0.16", "segment-anything", "nbclient", "nbformat", "ipykernel",
+                "shapely"],
         # needs --no-build-isolation (it compiles against the installed torch)
         "bench": ["torch-ms-deform-attn==0.1.1"],
-        "detectron2": [f"detectron2 @ git+https://github.com/facebookresearch/detectron2.git@{DETECTRON2_COMMIT}"],
+        "detectron2": [f"detectron2 @ git+https://github.com/facebookresearch/detectron2.git@{DETECTRON2_COMMIT}",
+                       "shapely"],
         "mmseg": ["mmsegmentation==1.2.2", "mmengine==0.10.7", "mmcv==2.1.0"],
         "sam": ["segment-anything", "sam2"],
         "notebooks": ["jupyterlab"],

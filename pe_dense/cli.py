@@ -1,4 +1,4 @@
-"""The ``pe-dense`` command: ``features``, ``viz``, ``track``, ``convert``, ``models``."""
+"""The ``pe-dense`` command: ``features``, ``viz``, ``track``, ``detect``, ``convert``, ``models``."""
 
 from __future__ import annotations
 
@@ -123,6 +123,31 @@ def _track(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- detect
+def _detect(args) -> int:
+    from .feature_extraction import find_images
+
+    try:
+        from .integrations.detectron2.predict import Detector, detect_images
+    except ImportError as e:
+        raise UsageError(f"detect needs detectron2, installed from its git repository (see the README): {e}") from None
+    bad = [pair for pair in args.set if "=" not in pair]
+    if bad:
+        raise UsageError(f"--set takes KEY=VALUE, got {bad}")
+    if not 0 <= args.score_threshold <= 1:
+        raise UsageError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
+    sources = find_images(args.images)
+    detector = Detector(str(args.config), args.weights, args.set, device=args.device)
+    manifest = detect_images(detector, sources, args.out, args.score_threshold)
+    manifest = {"config": str(args.config), "weights": args.weights, "overrides": args.set, **manifest}
+    with atomic_output(args.out / "detect.json") as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2))
+    shown = sum(image["shown"] for image in manifest["images"])
+    print(f"wrote {len(sources)} annotated picture(s) ({shown} detections with score >= {args.score_threshold}) "
+          f"and detections.json (COCO results) to {args.out}")
+    return 0
+
+
 def _numbers(count: int, kind: str):
     def parse(text: str) -> tuple[float, ...]:
         try:
@@ -231,6 +256,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
     p.add_argument("--out", type=Path, required=True, help="output folder (DAVIS layout: one PNG per frame)")
     p.set_defaults(run=_track)
+
+    p = commands.add_parser("detect", help="run a trained detector (detectron2 LazyConfig) on images")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders of images, or sample:NAME")
+    p.add_argument("--config", type=Path, required=True, help="the detector's LazyConfig, e.g. "
+                                                              "configs/detection/shapes/mask_rcnn_PEspatial_T_shapes.py")
+    p.add_argument("--weights", required=True, help="trained detector checkpoint (e.g. output/.../model_final.pth), "
+                                                    "or hf://repo:file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+    p.add_argument("--score-threshold", type=float, default=0.5, help="draw detections with at least this score")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.set_defaults(run=_detect)
 
     p = commands.add_parser("convert", help="convert a checkpoint between official and timm layouts")
     p.add_argument("input", type=Path, help="official, timm, detectron2 or CLIP checkpoint (.pt/.pth/.safetensors)")

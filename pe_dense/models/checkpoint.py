@@ -39,9 +39,9 @@ class CheckpointError(RuntimeError):
 def read_checkpoint(path: PathLike) -> StateDict:
     """The tensors of a ``.pt``/``.pth``/``.safetensors`` file, unwrapped from any known nesting."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
     if path.suffix == ".safetensors":
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {path} does not exist")
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -49,13 +49,23 @@ def read_checkpoint(path: PathLike) -> StateDict:
             return load_file(str(path))
         except (SafetensorError, OSError) as e:
             raise CheckpointError(f"{path} is truncated or not a safetensors file ({e})") from None
+    return unwrap_state_dict(load_torch_file(path), source=str(path))
+
+
+def load_torch_file(path: PathLike):
+    """Everything a torch checkpoint holds (tensors, numbers, strings, containers), read without
+    unpickling code: a file that holds other Python objects is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         # Zip-format files are memory-mapped, so a multi-GB checkpoint is not read into RAM before copying.
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
         lines = str(e).strip().splitlines()
         if not lines or "Weights only load failed" not in lines[0]:
-            raise CheckpointError(f"{path} is truncated or not a torch checkpoint ({lines[0] if lines else e})") from None
+            detail = lines[0] if lines else e
+            raise CheckpointError(f"{path} is truncated or not a torch checkpoint ({detail})") from None
         detail = next((line.strip() for line in lines if "Unsupported" in line), "")
         raise CheckpointError(
             f"refusing to load {path}: it holds Python objects other than tensors, and unpickling them could run "
@@ -64,7 +74,6 @@ def read_checkpoint(path: PathLike) -> StateDict:
     except Exception as e:  # a damaged file can fail anywhere inside the unpickler, with any exception type
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{path} is truncated or not a torch checkpoint ({detail})") from None
-    return unwrap_state_dict(obj, source=str(path))
 
 
 def unwrap_state_dict(obj, source: str = "checkpoint") -> StateDict:
@@ -95,15 +104,21 @@ def save_state_dict(state: StateDict, path: PathLike) -> None:
             torch.save(state, tmp)
 
 
-def find_vision_tower(state: StateDict, prefix: Optional[str] = None) -> tuple[str, str]:
-    """(layout, prefix) of the vision tower in a state dict; layout is "official" or "timm"."""
+def vision_towers(state: StateDict) -> list[tuple[str, str]]:
+    """(layout, prefix) of every vision tower in a state dict; layout is "official" or "timm"."""
     found = []
     for layout, (patch, table) in _ANCHORS.items():
         for key in state:
             if key.endswith(patch):
                 p = key[: -len(patch)]
-                if (p == "" or p.endswith(".")) and p + table in state and (prefix is None or p == prefix):
+                if (p == "" or p.endswith(".")) and p + table in state:
                     found.append((layout, p))
+    return found
+
+
+def find_vision_tower(state: StateDict, prefix: Optional[str] = None) -> tuple[str, str]:
+    """(layout, prefix) of the one vision tower in a state dict (under ``prefix`` if given)."""
+    found = [(layout, p) for layout, p in vision_towers(state) if prefix is None or p == prefix]
     if len(found) == 1:
         return found[0]
     if not found:
@@ -160,12 +175,17 @@ def adapt_to_model(state: StateDict, model) -> tuple[StateDict, list[str]]:
     state, notes = dict(state), []
     table = state.get("positional_embedding")
     if table is not None and table.ndim == 3 and table.shape[0] == 1:  # detectron2 layout (1, N, C)
-        state["positional_embedding"] = table[0]
+        table = state["positional_embedding"] = table[0]
+    dropped_cls = not model.use_cls_token and model.config.use_cls_token
+    if dropped_cls and table is not None and table.ndim == 2 and table.shape[0] == model.config.grid_size**2:
+        # A detection checkpoint without the class row: the row is never used, so it is filled with zeros.
+        state["positional_embedding"] = torch.cat([table.new_zeros(1, table.shape[1]), table])
+        notes.append("positional_embedding has no class row (the class token is dropped): a zero row added")
     kernel = state.get("conv1.weight")
     if kernel is not None and kernel.ndim == 4 and kernel.shape[-1] != model.patch_size:
         state["conv1.weight"] = resize_patch_embed(kernel, model.patch_size)
         notes.append(f"conv1.weight resized from {kernel.shape[-1]}px to {model.patch_size}px patches")
-    if not model.use_cls_token and model.config.use_cls_token and state.pop("class_embedding", None) is not None:
+    if dropped_cls and state.pop("class_embedding", None) is not None:
         notes.append("class_embedding dropped (model runs without the class token)")
     dropped = set()
     for key in list(state):

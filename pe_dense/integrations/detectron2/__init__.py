@@ -1,9 +1,15 @@
-"""PE in detectron2: the encoder as a ViTDet backbone and layer-wise lr decay for its parameters.
+"""PE in detectron2: the encoder as a ViTDet backbone, layer-wise lr decay, a checkpointer for PE
+weights, and the built-in shapes dataset (registered on import as ``shapes_train``/``shapes_val``).
 
 Importing this package needs detectron2 (install it from its git repository, see the README).
 """
 
 from .backbone import PEBackbone
+from .checkpoint import PEDetectionCheckpointer, find_pe_encoder, fit_pe_weights
+from .datasets import register_shapes
 from .lr_decay import pe_lr_decay_rate
 
-__all__ = ["PEBackbone", "pe_lr_decay_rate"]
+register_shapes()
+
+__all__ = ["PEBackbone", "PEDetectionCheckpointer", "find_pe_encoder", "fit_pe_weights", "pe_lr_decay_rate",
+           "register_shapes"]

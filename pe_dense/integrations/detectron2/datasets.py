@@ -1,0 +1,53 @@
+"""The built-in shapes dataset in detectron2's DatasetCatalog, as ``shapes_train`` and ``shapes_val``.
+
+The files live under ``$DETECTRON2_DATASETS/shapes`` (detectron2's convention, default ``datasets``)
+and are generated the first time a split is asked for, so any config can name the dataset on a
+fresh machine. They are read with detectron2's own COCO loader and evaluated with COCOEvaluator,
+exactly as COCO is.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping, Optional, Union
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import load_coco_json
+
+from ...data import shapes
+
+
+def shapes_root() -> Path:
+    return Path(os.environ.get("DETECTRON2_DATASETS", "datasets")) / "shapes"
+
+
+def register_shapes(root: Optional[Union[str, os.PathLike]] = None, prefix: str = "shapes",
+                    splits: Mapping[str, shapes.SplitSpec] = shapes.SPLITS) -> list[str]:
+    """Register each split (default: :data:`pe_dense.data.shapes.SPLITS`) as ``<prefix>_<split>``;
+    returns the names. Registering an already registered name is a no-op.
+    """
+    root = Path(root) if root is not None else shapes_root()
+    names = []
+    for split, spec in splits.items():
+        name = f"{prefix}_{split}"
+        names.append(name)
+        if name in DatasetCatalog.list():
+            continue
+        json_file, image_root = shapes.annotation_file(root, split), root / split
+
+        def load(split=split, spec=spec, json_file=json_file, image_root=image_root, name=name):
+            shapes.ensure_shapes_split(root, split, num_images=spec.num_images, seed=spec.seed)
+            return load_coco_json(str(json_file), str(image_root), name)
+
+        DatasetCatalog.register(name, load)
+        MetadataCatalog.get(name).set(
+            json_file=str(json_file), image_root=str(image_root), evaluator_type="coco",
+            thing_classes=list(shapes.CLASSES), thing_colors=_THING_COLORS,
+            thing_dataset_id_to_contiguous_id={i + 1: i for i in range(len(shapes.CLASSES))},  # as the files say
+        )
+    return names
+
+
+# Visualizer colours per class, distinct from each other and from the muted backgrounds.
+_THING_COLORS = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48)]
