@@ -274,7 +274,7 @@ def test_loss_falls_in_tens_of_iterations(shapes_names, tmp_path):
     losses = [m["total_loss"] for m in metrics(tmp_path) if "total_loss" in m]
     assert len(losses) == 40
     first, last = np.mean(losses[:8]), np.mean(losses[-8:])
-    assert last < 0.8 * first, (first, last)
+    assert last < 0.85 * first, (first, last)  # measured: 0.77
     results = json.loads((tmp_path / "evaluation.json").read_text())
     assert set(results) == {"bbox", "segm"} and all(np.isfinite(results[t]["AP"]) for t in results)
 
