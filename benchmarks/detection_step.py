@@ -24,9 +24,9 @@ import harness  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = {
-    # config, batch size, image size, overrides
-    "tiny": ("configs/detection/shapes/mask_rcnn_PEspatial_T_shapes.py", 8, 256, []),
-    "G": ("configs/detection/COCO/mask_rcnn_PEspatial_G_coco36ep.py", 1, 1024, []),
+    # config, batch size, image size
+    "tiny": ("configs/detection/shapes/mask_rcnn_PEspatial_T_shapes.py", 8, 256),
+    "G": ("configs/detection/COCO/mask_rcnn_PEspatial_G_coco36ep.py", 1, 1024),
 }
 
 
@@ -35,8 +35,7 @@ def _cfg(recipe: str, act_checkpoint: bool):
 
     import pe_dense.integrations.detectron2  # noqa: F401  (registers the datasets the configs name)
 
-    path, _, _, overrides = RECIPES[recipe]
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(str(REPO / path)), overrides)
+    cfg = LazyConfig.load(str(REPO / RECIPES[recipe][0]))
     cfg.model.backbone.net.use_act_checkpoint = act_checkpoint
     return cfg
 
@@ -92,7 +91,7 @@ def setup_step(recipe: str, backbone: str, act_checkpoint: bool, device: str):
     model = instantiate(cfg.model).to(device).train()
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
-    _, count, size, _ = RECIPES[recipe]
+    _, count, size = RECIPES[recipe]
     batch = _batch(count, size)
     amp = device == "cuda"
     storage = EventStorage(0)
@@ -126,7 +125,7 @@ def main():
     else:
         memory = {name: harness.cpu_peak_extra_bytes(setup_step, args.recipe, backbone, ckpt, args.device)
                   for name, (backbone, ckpt) in variants.items()}
-    _, count, size, _ = RECIPES[args.recipe]
+    _, count, size = RECIPES[args.recipe]
     results = {
         "environment": harness.environment(device),
         "recipe": {"config": RECIPES[args.recipe][0], "batch": count, "image_size": size, "amp": device.type == "cuda"},
