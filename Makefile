@@ -28,7 +28,7 @@ $(STAMP): setup.py pyproject.toml $(CSRC)
 	$(BIN)/python -m pip install -q --upgrade pip "setuptools<81" wheel
 	$(BIN)/python -m pip install -q $(TORCH_SPEC)
 	FORCE_CUDA=0 $(BIN)/python -m pip install -q --no-build-isolation $(PEER_SPEC)
-	FORCE_CUDA=$(FORCE_CUDA) CUDA_HOME=$(CUDA_HOME) TORCH_CUDA_ARCH_LIST="$(TORCH_CUDA_ARCH_LIST)" \
+	FORCE_CUDA=$(FORCE_CUDA) CUDA_HOME=$(CUDA_HOME) TORCH_CUDA_ARCH_LIST="$(TORCH_CUDA_ARCH_LIST)" SAM2_BUILD_CUDA=0 \
 		$(BIN)/python -m pip install -q --no-build-isolation -e ".[dev]"
 	touch $@
 

@@ -70,14 +70,17 @@ setup(
     ],
     extras_require={
         # shapely: detectron2 needs it to crop polygon masks (large-scale jitter) but does not declare it
-        "dev": ["pytest", "hypothesis", "timm>=1.0.16", "segment-anything", "nbclient", "nbformat", "ipykernel",
-                "shapely"],
+        # sam2 compiles against the installed torch (--no-build-isolation); SAM2_BUILD_CUDA=0 skips its
+        # optional CUDA post-processing kernel, which alignment does not use
+        "dev": ["pytest", "hypothesis", "timm>=1.0.16", "segment-anything", "sam2", "tensorboard", "nbclient",
+                "nbformat", "ipykernel", "shapely"],
         # needs --no-build-isolation (it compiles against the installed torch)
         "bench": ["torch-ms-deform-attn==0.1.1"],
         "detectron2": [f"detectron2 @ git+https://github.com/facebookresearch/detectron2.git@{DETECTRON2_COMMIT}",
                        "shapely"],
         "mmseg": ["mmsegmentation==1.2.2", "mmengine==0.10.7", "mmcv==2.1.0"],
         "sam": ["segment-anything", "sam2"],
+        "align": ["segment-anything", "sam2", "tensorboard"],  # needs SAM2_BUILD_CUDA=0 --no-build-isolation
         "notebooks": ["jupyterlab"],
     },
     entry_points={"console_scripts": ["pe-dense=pe_dense.cli:main"]},

@@ -41,6 +41,7 @@ OPTIONAL_SUITES = {
                              "torch-ms-deform-attn is not installed (pip install --no-build-isolation -e '.[dev]')"),
     "segment_anything": (_importable("segment_anything"),
                          "segment-anything is not installed (pip install -e '.[dev]')"),
+    "sam2": (_importable("sam2"), "sam2 is not installed (SAM2_BUILD_CUDA=0 pip install --no-build-isolation sam2)"),
     "detectron2": (_importable("detectron2"),
                    "detectron2 is not installed; it is not on PyPI: pip install --no-build-isolation "
                    "'git+https://github.com/facebookresearch/detectron2.git'"),
