@@ -120,7 +120,7 @@ class AlignConfig:
         student = get_config(self.student.model)
         size = self.student_size()
         if size % student.patch_size:
-            raise AlignConfigError(f"student.image_size {size} is not a multiple of {student.model}'s patch "
+            raise AlignConfigError(f"student.image_size {size} is not a multiple of {student.name}'s patch "
                                    f"{student.patch_size}")
         grid = size // student.patch_size
         if not (self.uses_teacher or self.uses_sam):
