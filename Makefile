@@ -21,7 +21,7 @@ FORCE_CUDA ?= $(if $(shell command -v nvcc 2>/dev/null),1,0)
 CUDA_HOME ?= $(wildcard /usr/local/cuda)
 TORCH_CUDA_ARCH_LIST ?= 8.0;9.0
 
-.PHONY: install demo test clean
+.PHONY: install demo align-demo test clean
 
 $(STAMP): setup.py pyproject.toml $(CSRC)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ demo: $(D2_STAMP)
 	@$(BIN)/python -c 'import json, sys; r = json.load(open(sys.argv[1])); \
 		print("shapes_val after training: box AP %.1f, mask AP %.1f" % (r["bbox"]["AP"], r["segm"]["AP"]))' \
 		$(DEMO_OUT)/evaluation.json
+
+# Spatial alignment on the built-in shapes images with tiny random teachers (CPU, ~1.5 min); run
+# again, it resumes (a finished run only re-exports the student).
+align-demo: $(STAMP)
+	$(BIN)/python tools/align_net.py --config configs/align/tiny.py --resume
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests

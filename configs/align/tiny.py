@@ -21,6 +21,6 @@ config = AlignConfig(
                          weight=1.0),
     data=DataConfig(augment="random_resized_crop", num_workers=0),
     optim=OptimConfig(lr=5e-4, warmup_iters=5),
-    train=TrainConfig(output_dir="output/align_tiny", iters=100, batch_size=8, amp=False, checkpoint_period=25,
+    train=TrainConfig(output_dir="outputs/align_tiny", iters=100, batch_size=8, amp=False, checkpoint_period=25,
                       log_period=5),
 )

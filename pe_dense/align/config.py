@@ -161,6 +161,9 @@ class AlignConfig:
                                        "to 'resize' or 'center_crop' and data.hflip = False, or sam.cache_dir = None")
             if sam.cache_dtype not in ("float16", "float32"):
                 raise AlignConfigError(f"sam.cache_dtype must be float16 or float32, got '{sam.cache_dtype}'")
+        if self.data.root is not None and not Path(self.data.root).is_dir():
+            raise AlignConfigError(f"data.root {self.data.root} is not a folder: set data.root to your images "
+                                   f"(or None for the built-in demo images)")
         if self.data.augment not in AUGMENTATIONS:
             raise AlignConfigError(f"data.augment must be one of {AUGMENTATIONS}, got '{self.data.augment}'")
         if not 0 < self.data.min_scale <= 1:

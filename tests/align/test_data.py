@@ -136,3 +136,19 @@ def test_apply_overrides_leaves_the_original_alone():
     config = load_config(TINY)
     changed = apply_overrides(config, ["train.iters=1"])
     assert changed.train.iters == 1 and config.train.iters != 1
+
+
+@pytest.mark.parametrize("path", sorted((TINY.parent).glob("*.py")), ids=lambda p: p.stem)
+def test_every_alignment_config_validates(path, tmp_path):
+    config = load_config(path, [f"data.root='{tmp_path}'"])
+    assert config.uses_teacher or config.uses_sam
+
+
+def test_the_pe_spatial_recipe_is_the_papers():
+    config = load_config(TINY.parent / "PEcore_G_to_spatial.py", ["data.root=None"])
+    assert (config.student.model, config.student_size()) == ("PE-Core-G14-448", 448)
+    assert config.teacher.model is None and config.teacher.layer == 41 and config.teacher.cosine_weight == 1
+    assert (config.sam.family, config.sam.arch, config.sam.image_size, config.sam.points_per_side) == (
+        "sam2", "hiera_l", 1024, 32)
+    with pytest.raises(AlignConfigError, match="data.root /nowhere is not a folder"):
+        load_config(TINY.parent / "PEcore_G_to_spatial.py", ["data.root=/nowhere"])

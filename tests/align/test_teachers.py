@@ -106,6 +106,7 @@ def test_sam2_hiera_t_targets_equal_sam2s_own_predictor(sam2_hiera_t, images):
     pixels = (square * 255).round().byte()
     targets = teacher(pixels.float() / 255, GRID)  # the predictor takes uint8 pictures: feed both the same
     assert targets.shape == (2, 64, 16)
+    assert torch.equal(teacher(pixels.float() / 255, GRID), targets)
 
     predictor = SAM2ImagePredictor(sam2_hiera_t.model)
     predictor._bb_feat_sizes = [(SIZE // 4,) * 2, (SIZE // 8,) * 2, (SIZE // 16,) * 2]  # it assumes 1024
