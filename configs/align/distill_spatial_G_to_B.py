@@ -7,6 +7,6 @@ from pathlib import Path
 base = runpy.run_path(str(Path(__file__).with_name("distill_spatial_G_to_L.py")))["config"]
 config = dataclasses.replace(
     base,
-    student=dataclasses.replace(base.student, model="PE-Core-B16-384", image_size=512),
+    student=dataclasses.replace(base.student, model="PE-Core-B16-224", image_size=512),
     train=dataclasses.replace(base.train, output_dir="output/distill_spatial_G_to_B"),
 )
