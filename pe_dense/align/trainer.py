@@ -323,7 +323,18 @@ class AlignTrainer:
         torch.set_rng_state(state["rng"]["cpu"][self.rank])
         if self.device.type == "cuda" and "cuda" in state["rng"]:
             torch.cuda.set_rng_state(state["rng"]["cuda"][self.rank], self.device)
+        if self.rank == 0:
+            self._forget_metrics_after(self.iteration)
         logger.info("resumed from %s at iteration %d", path, self.iteration)
+
+    def _forget_metrics_after(self, iteration: int) -> None:
+        """Drop records logged after the checkpoint (the run is about to log those iterations again)."""
+        path = self.output_dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        lines = path.read_text().splitlines(keepends=True)
+        with atomic_output(path) as tmp:
+            tmp.write_text("".join(line for line in lines if json.loads(line)["iteration"] <= iteration))
 
     def export(self) -> Path:
         """The student as an official PE ``.pt`` state dict (loadable by ``build_encoder`` and the

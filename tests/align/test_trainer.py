@@ -71,7 +71,7 @@ def test_crash_and_resume_reproduces_the_uninterrupted_run(image_folder, tmp_pat
     real_step = AlignTrainer.step
 
     def step_then_crash(self, *args):
-        if self.iteration == 4:  # the 5th step, after the checkpoint of iteration 4
+        if self.iteration == 5:  # the 6th step: iteration 5 is logged, the last checkpoint is at 4
             raise KeyboardInterrupt("killed")
         return real_step(self, *args)
 
@@ -80,6 +80,7 @@ def test_crash_and_resume_reproduces_the_uninterrupted_run(image_folder, tmp_pat
         crashing.train()
     monkeypatch.setattr(AlignTrainer, "step", real_step)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["iter_00000002.pt", "iter_00000004.pt"]
+    assert [r["iteration"] for r in _metrics(tmp_path)] == [1, 2, 3, 4, 5]
 
     with pytest.raises(FileExistsError, match="--resume"):
         AlignTrainer(_config(image_folder, tmp_path, *overrides))
