@@ -210,7 +210,3 @@ def apply_overrides(config: AlignConfig, overrides: Sequence[str]) -> AlignConfi
             value = text
         setattr(part, name, value)
     return config
-
-
-def config_to_dict(config: AlignConfig) -> dict:
-    return dataclasses.asdict(config)

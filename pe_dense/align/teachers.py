@@ -55,10 +55,6 @@ class FeatureTeacher(nn.Module):
     def width(self) -> int:
         return self.encoder.width
 
-    @property
-    def grid(self) -> int:
-        return self.image_size // self.encoder.patch_size
-
     def train(self, mode: bool = True):
         return super().train(False)  # frozen: never in training mode (drop path off)
 
@@ -108,10 +104,6 @@ class SAMCorrespondenceTeacher(nn.Module):
     @property
     def image_size(self) -> int:
         return self.segmenter.image_size
-
-    @property
-    def width(self) -> int:
-        return self.points_per_side**2
 
     def train(self, mode: bool = True):
         return super().train(False)

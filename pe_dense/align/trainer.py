@@ -7,6 +7,7 @@ end the student in the official PE ``.pt`` format."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -27,7 +28,7 @@ from ..models.build import build_encoder
 from ..models.checkpoint import CheckpointError, load_torch_file, save_state_dict
 from ..models.hub import resolve_weights
 from ..models.vision_transformer import PEVisionTransformer
-from .config import AlignConfig, config_to_dict
+from .config import AlignConfig
 from .data import EpochStreamSampler, ImageFolder, builtin_image_folder, collate
 from .losses import FeatureDistillation, pairwise_similarity_loss
 from .sam_models import build_segmenter
@@ -302,7 +303,7 @@ class AlignTrainer:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "iteration": self.iteration,
             "batches_drawn": self.batches_drawn, "skipped_images": self.skipped_images, "rng": rng,
-            "world_size": self.world, "config": json.dumps(config_to_dict(self.config)),
+            "world_size": self.world, "config": json.dumps(dataclasses.asdict(self.config)),
         }
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         with atomic_output(self.checkpoint_dir / f"iter_{self.iteration:08d}.pt") as tmp:
@@ -342,7 +343,7 @@ class AlignTrainer:
         path = self.output_dir / f"{EXPORT_NAME}.pt"
         save_state_dict({k: v.detach().cpu() for k, v in self.model.student.state_dict().items()}, path)
         note = {"model": self.config.student.model, "image_size": self.student_size, "iterations": self.iteration,
-                "skipped_images": self.skipped_images, "config": config_to_dict(self.config)}
+                "skipped_images": self.skipped_images, "config": dataclasses.asdict(self.config)}
         with atomic_output(path.with_suffix(".json")) as tmp:
             tmp.write_text(json.dumps(note, indent=2))
         logger.info("student saved to %s (load it with build_encoder(%r, weights=%r))", path,
