@@ -14,7 +14,7 @@ from typing import Literal, Optional, Union
 import torch
 import torch.nn.functional as F
 
-from ..models.checkpoint import CheckpointError, load_torch_file, unwrap_state_dict
+from ..models.checkpoint import CheckpointError, compare, read_checkpoint
 
 # (embed dim, depth, heads, global attention blocks) as segment-anything's build_sam.py
 SAM_ARCHS = {
@@ -120,23 +120,11 @@ class SAM2(PromptableSegmenter):
 
 
 def _load_sam_weights(module: torch.nn.Module, checkpoint: Union[str, os.PathLike], what: str) -> None:
-    state = load_torch_file(checkpoint)
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]  # sam2 releases nest the weights under "model"
-    state = unwrap_state_dict(state, str(checkpoint))
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-                  for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    if missing or unexpected or mismatched:
-        lines = [f"{checkpoint} does not fit {what}:"]
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
-            if items:
-                lines.append(f"  {label} ({len(items)}): {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}")
-        if mismatched:
-            lines.append("  (released SAM weights are for image_size 1024)")
-        raise CheckpointError("\n".join(lines))
+    state = read_checkpoint(checkpoint)  # also unwraps sam2's {"model": ...}
+    report = compare(state, module)
+    if not report.ok:
+        hint = "\n  (released SAM weights are for image_size 1024)" if report.mismatched else ""
+        raise CheckpointError(f"{checkpoint} does not fit {what}:\n{report}{hint}")
     module.load_state_dict(state)
 
 

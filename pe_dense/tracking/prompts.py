@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..models.checkpoint import read_checkpoint
+from ..align.sam_models import SAM_ARCHS, build_segmenter
+from ..models.checkpoint import CheckpointError
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
 Point = tuple[float, float]  # x, y in pixels
@@ -18,21 +19,16 @@ Point = tuple[float, float]  # x, y in pixels
 def load_sam(checkpoint: Union[str, os.PathLike], model_type: str = "vit_b", device: str = "cpu"):
     """A segment-anything ``SamPredictor``; the checkpoint is read without unpickling code."""
     try:
-        from segment_anything import SamPredictor, sam_model_registry
+        from segment_anything import SamPredictor
     except ImportError:
         raise ImportError("prompts need Segment Anything: pip install 'pe_dense[sam]'") from None
-    if model_type not in sam_model_registry or model_type == "default":
-        raise ValueError(f"unknown SAM model '{model_type}'; choose from vit_b, vit_l, vit_h")
-    sam = sam_model_registry[model_type](checkpoint=None)
-    state, expected = read_checkpoint(checkpoint), sam.state_dict()
-    missing = sorted(set(expected) - set(state))
-    wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-    if missing or wrong or len(state) != len(expected):
-        raise ValueError(f"'{checkpoint}' is not a SAM {model_type} checkpoint: {len(missing)} missing keys "
-                         f"(e.g. {missing[:2]}), {len(wrong)} of the wrong shape (e.g. {wrong[:2]}), "
-                         f"{len(set(state) - set(expected))} unexpected")
-    sam.load_state_dict(state)
-    return SamPredictor(sam.to(device).eval())
+    if model_type not in SAM_ARCHS:
+        raise ValueError(f"unknown SAM model '{model_type}'; choose from {', '.join(SAM_ARCHS)}")
+    try:
+        segmenter = build_segmenter("segment_anything", model_type, checkpoint, device=device)
+    except CheckpointError as e:
+        raise ValueError(f"'{checkpoint}' is not a SAM {model_type} checkpoint: {e}") from None
+    return SamPredictor(segmenter.sam)
 
 
 def mask_from_prompts(predictor, image: Image.Image, boxes: Sequence[Box] = (),
