@@ -78,7 +78,10 @@ setup(
         "bench": ["torch-ms-deform-attn==0.1.1"],
         "detectron2": [f"detectron2 @ git+https://github.com/facebookresearch/detectron2.git@{DETECTRON2_COMMIT}",
                        "shapely"],
-        "mmseg": ["mmsegmentation==1.2.2", "mmengine==0.10.7", "mmcv==2.1.0"],
+        # What mmcv 2.1.0 (with its ops), mmengine 0.10.7 and mmsegmentation 1.2.2 need besides OpenCV. The three
+        # are installed with --no-deps (see the Makefile and README): they ask for opencv-python, which breaks
+        # the opencv-python-headless that pe_dense uses when both are installed.
+        "mmseg": ["addict", "yapf", "rich", "termcolor", "pyyaml", "prettytable", "ftfy", "regex"],
         "sam": ["segment-anything", "sam2"],
         "align": ["segment-anything", "sam2", "tensorboard"],  # needs SAM2_BUILD_CUDA=0 --no-build-isolation
         "notebooks": ["jupyterlab"],

@@ -1,8 +1,9 @@
-"""The ``pe-dense`` command: ``features``, ``viz``, ``track``, ``detect``, ``convert``, ``models``."""
+"""The ``pe-dense`` command: ``features``, ``viz``, ``track``, ``detect``, ``segment``, ``convert``, ``models``."""
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import sys
 import warnings
@@ -148,6 +149,35 @@ def _detect(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- segment
+def _segment(args) -> int:
+    from .feature_extraction import find_images
+
+    try:
+        from .integrations.mmseg.predict import Segmenter, segment_images
+    except ImportError as e:
+        raise UsageError(f"segment needs mmsegmentation, mmengine and mmcv (see the README): {e}") from None
+    overrides = {}
+    for pair in args.set:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise UsageError(f"--set takes KEY=VALUE, got '{pair}'")
+        try:
+            overrides[key] = ast.literal_eval(value)  # numbers, tuples, None, quoted strings
+        except (ValueError, SyntaxError):
+            overrides[key] = value
+    if (args.out / "segment.json").exists() and not args.force:
+        raise UsageError(f"{args.out} holds a previous run (segment.json); pass --force to replace its files")
+    sources = find_images(args.images)
+    segmenter = Segmenter(str(args.config), args.weights, overrides, device=args.device)
+    manifest = segment_images(segmenter, sources, args.out)
+    manifest = {"config": str(args.config), "weights": args.weights, "overrides": overrides, **manifest}
+    with atomic_output(args.out / "segment.json") as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2))
+    print(f"wrote label maps and overlays of {len(sources)} image(s) to {args.out}")
+    return 0
+
+
 def _numbers(count: int, kind: str):
     def parse(text: str) -> tuple[float, ...]:
         try:
@@ -268,6 +298,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.set_defaults(run=_detect)
+
+    p = commands.add_parser("segment", help="run a trained segmenter (mmsegmentation config) on images")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders of images, or sample:NAME")
+    p.add_argument("--config", type=Path, required=True, help="the segmenter's config, e.g. "
+                                                              "configs/segmentation/scenes/upernet_PEspatial_T_scenes.py")
+    p.add_argument("--weights", required=True, help="trained checkpoint (e.g. work_dirs/.../iter_1000.pth)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--force", action="store_true", help="replace the files of a previous run in --out")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.set_defaults(run=_segment)
 
     p = commands.add_parser("convert", help="convert a checkpoint between official and timm layouts")
     p.add_argument("input", type=Path, help="official, timm, detectron2 or CLIP checkpoint (.pt/.pth/.safetensors)")

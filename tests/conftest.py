@@ -26,6 +26,18 @@ def _kernels_built() -> bool:
     return kernels_available("cpu")
 
 
+def _mmseg_stack() -> tuple[bool, str]:
+    """mmsegmentation with mmengine and mmcv's compiled ops (mmseg.models needs them)."""
+    missing = [m for m in ("mmseg", "mmengine", "mmcv") if not _importable(m)]
+    if missing:
+        return False, f"{', '.join(missing)} not installed (make install builds the mmseg stack; see the README)"
+    try:
+        import mmcv.ops  # noqa: F401  (the compiled extension)
+    except ImportError as e:
+        return False, f"mmcv is installed without its compiled ops ({e}); build it from source (see the README)"
+    return True, ""
+
+
 def _official_source():
     """The released PE detection backbone source, in a perception_models checkout named by $PE_OFFICIAL_SOURCE."""
     root = os.environ.get("PE_OFFICIAL_SOURCE")
@@ -48,10 +60,14 @@ OPTIONAL_SUITES = {
     "pe_official_source": (_official_source() is not None and _importable("einops") and _importable("detectron2"),
                            "set PE_OFFICIAL_SOURCE to a checkout of facebookresearch/perception_models (with einops "
                            "and detectron2 installed) to compare with the released detection backbone code"),
+    "mmseg": _mmseg_stack(),
     "notebooks": (_importable("nbclient") and _importable("ipykernel"),
                   "nbclient/ipykernel are not installed (pip install -e '.[dev]')"),
     "cuda": (torch.cuda.is_available(), "no CUDA device on this machine"),
 }
+
+# Suites whose dependencies install from the package registries: CI runs them, never skips them.
+REQUIRED_IN_CI = ("mmseg",)
 
 _outcomes: dict[str, Counter] = {name: Counter() for name in OPTIONAL_SUITES}
 
@@ -63,6 +79,8 @@ def pytest_collection_modifyitems(config, items):
             if name not in OPTIONAL_SUITES:
                 raise pytest.UsageError(f"{item.nodeid}: unknown optional suite '{name}'")
             available, reason = OPTIONAL_SUITES[name]
+            if not available and name in REQUIRED_IN_CI and os.environ.get("CI"):
+                raise pytest.UsageError(f"optional suite '{name}' must run in CI, but: {reason}")
             if not available:
                 item.add_marker(pytest.mark.skip(reason=f"optional suite '{name}' skipped: {reason}"))
                 break

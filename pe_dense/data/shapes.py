@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ..atomic_files import atomic_output
-from .drawing import muted, saturated, smooth_texture
+from .drawing import fill_polygon, muted, saturated, shape_outline, smooth_texture
 
 CLASSES = ("circle", "square", "triangle", "star")
 FORMAT_VERSION = 1
@@ -37,31 +37,6 @@ SPLITS = {"train": SplitSpec(2000, 0), "val": SplitSpec(200, 1)}
 IMAGE_SIZE = 256
 MIN_VISIBLE = 0.35  # shapes hidden more than this are left out (too little to recognise)
 MIN_AREA = 64  # pixels
-
-
-def _outline(kind: str, cx: float, cy: float, radius: float, angle: float) -> list[tuple[float, float]]:
-    """Polygon vertices of a shape. Circles are 48-gons so that the polygon is the drawn shape."""
-    if kind == "circle":
-        n, radii = 48, [radius]
-    elif kind == "square":
-        n, radii = 4, [radius]
-    elif kind == "triangle":
-        n, radii = 3, [radius * 1.15]
-    elif kind == "star":
-        n, radii = 10, [radius * 1.2, radius * 0.5]
-    else:
-        raise ValueError(f"unknown shape '{kind}'")
-    return [(cx + radii[k % len(radii)] * math.cos(angle + 2 * math.pi * k / n),
-             cy + radii[k % len(radii)] * math.sin(angle + 2 * math.pi * k / n)) for k in range(n)]
-
-
-def _raster(polygon, size: int) -> np.ndarray:
-    """The polygon's pixels exactly as pycocotools rasterises it, so that a polygon annotation and the
-    painted shape are the same pixels."""
-    from pycocotools import mask as mask_utils
-
-    flat = [v for point in polygon for v in point]
-    return mask_utils.decode(mask_utils.frPyObjects([flat], size, size))[..., 0].astype(bool)
 
 
 def encode_rle(mask: np.ndarray) -> dict:
@@ -84,8 +59,8 @@ def render_shapes_image(index: int, seed: int, size: int = IMAGE_SIZE) -> tuple[
         category = int(rng.integers(len(CLASSES)))
         radius = rng.uniform(0.07, 0.2) * size
         cx, cy = rng.uniform(0.6 * radius, size - 0.6 * radius, 2)  # may be cut by the border
-        polygon = _outline(CLASSES[category], cx, cy, radius, rng.uniform(0, 2 * math.pi))
-        full = _raster(polygon, size)
+        polygon = shape_outline(CLASSES[category], cx, cy, radius, rng.uniform(0, 2 * math.pi))
+        full = fill_polygon(polygon, size)
         paint = 0.8 * saturated(rng.random()) + 0.2 * smooth_texture(rng, size, size, 4)
         canvas[full] = paint[full]
         for *_, visible in drawn:  # the new shape hides what it covers

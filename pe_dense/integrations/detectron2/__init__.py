@@ -7,7 +7,7 @@ Importing this package needs detectron2 (install it from its git repository, see
 from .backbone import PEBackbone
 from .checkpoint import PEDetectionCheckpointer, find_pe_encoder, fit_pe_weights
 from .datasets import register_shapes
-from .lr_decay import pe_lr_decay_rate
+from ...models.lr_decay import pe_lr_decay_rate
 
 register_shapes()
 

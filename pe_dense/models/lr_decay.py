@@ -1,4 +1,8 @@
-"""Layer-wise learning-rate decay for PE parameter names (ViTDet recipe, PE's key names)."""
+"""Layer-wise learning-rate decay for PE parameter names (the ViTDet/BEiT recipe, PE's key names).
+
+Shared by the detectron2 and mmsegmentation integrations: both name the encoder's parameters under
+a ``backbone`` prefix.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,12 @@ _EMBEDDINGS = (".conv1.", ".positional_embedding", ".class_embedding", ".ln_pre.
 
 
 def pe_lr_decay_rate(name: str, lr_decay_rate: float = 1.0, num_layers: int = 12) -> float:
-    """The lr multiplier of parameter ``name`` of a detector whose backbone is a PE encoder.
+    """The lr multiplier of parameter ``name`` of a model whose backbone is a PE encoder.
 
     Embeddings count as layer 0, block i as layer i + 1, everything outside the backbone as layer
     num_layers + 1 (multiplier 1); the multiplier is ``lr_decay_rate ** (num_layers + 1 - layer)``.
-    Use with detectron2's ``get_default_optimizer_params(lr_factor_func=...)``.
+    detectron2 takes it as ``get_default_optimizer_params(lr_factor_func=...)``; mmsegmentation
+    through ``PELayerDecayOptimizerConstructor``.
     """
     layer = num_layers + 1
     if name.startswith("backbone"):

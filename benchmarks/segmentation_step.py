@@ -1,0 +1,160 @@
+"""Segmentation with mmsegmentation: one UperNet training iteration with the PE backbone vs mmseg's own
+``VisionTransformer`` of the same shape, and inference images/s in whole vs sliding-window mode.
+
+The alternative is the same segmentor (MultiLevelNeck, UPerHead, FCN auxiliary head, AdamW with layer
+decay) whose backbone is mmseg's ViT with PE's width, depth, heads, MLP width and output blocks
+(learned position table resized bicubically, no RoPE), so the ratio isolates the backbone.
+
+    python benchmarks/segmentation_step.py                    # PE-Spatial-T16 UperNet, batch 2 at 512, CPU
+    python benchmarks/segmentation_step.py --recipe B --device cuda --amp
+    python benchmarks/segmentation_step.py --recipe G-linear --device cuda --amp   # frozen G probe at 448 and 518
+
+Peak memory: CUDA's allocator peak on a GPU; on the CPU the resident-memory peak of one iteration
+above the model and inputs (measured in a separate process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = {
+    # config, batch size, crop sizes
+    "T": ("configs/segmentation/ade20k/upernet_PEspatial_T_ade20k.py", 2, (512,)),
+    "B": ("configs/segmentation/ade20k/upernet_PEspatial_B_ade20k.py", 2, (512,)),
+    "G-linear": ("configs/segmentation/ade20k/linear_PEspatial_G_ade20k.py", 2, (448, 518)),
+}
+
+
+def _cfg(recipe: str, backbone: str):
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    import pe_dense.integrations.mmseg  # noqa: F401  (registers PE's modules)
+    from pe_dense.models import get_config
+
+    init_default_scope("mmseg")
+    cfg = Config.fromfile(str(REPO / RECIPES[recipe][0]))
+    cfg.model.backbone.weights = None
+    cfg.model.data_preprocessor.size_divisor = None  # inputs are made at the crop size
+    for head in ("decode_head", "auxiliary_head"):
+        if head in cfg.model:
+            cfg.model[head].norm_cfg = dict(type="BN", requires_grad=True)
+    if backbone == "mmseg ViT":
+        pe = get_config(cfg.model.backbone.model)
+        depth = pe.depth
+        cfg.model.backbone = dict(
+            type="VisionTransformer", img_size=RECIPES[recipe][2][0], patch_size=pe.patch_size, embed_dims=pe.width,
+            num_layers=depth, num_heads=pe.heads, mlp_ratio=pe.mlp_width / pe.width, qkv_bias=True,
+            out_indices=tuple(i % depth for i in cfg.model.backbone.out_indices),
+            drop_path_rate=cfg.model.backbone.get("drop_path_rate", 0.0), with_cls_token=True, final_norm=False,
+            norm_cfg=dict(type="LN", eps=1e-5), act_cfg=dict(type="GELU"), interpolate_mode="bicubic",
+            with_cp=cfg.model.backbone.get("with_cp", False), frozen_exclude=[])
+        if cfg.model.backbone.get("frozen"):
+            cfg.model.backbone.frozen_exclude = []
+    return cfg
+
+
+def _batch(count: int, size: int, num_classes: int):
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+
+    generator = torch.Generator().manual_seed(0)
+    inputs = [torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=generator) for _ in range(count)]
+    samples = []
+    for _ in range(count):
+        sample = SegDataSample(metainfo=dict(img_shape=(size, size), ori_shape=(size, size), pad_shape=(size, size)))
+        sample.gt_sem_seg = PixelData(data=torch.randint(0, num_classes, (1, size, size), generator=generator))
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def setup_step(recipe: str, backbone: str, size: int, device: str, amp: bool):
+    """A function running one training iteration (module level: it runs in a spawned process for CPU peaks)."""
+    from mmengine.optim import build_optim_wrapper
+    from mmseg.registry import MODELS
+
+    torch.manual_seed(0)
+    cfg = _cfg(recipe, backbone)
+    model = MODELS.build(cfg.model).to(device).train()
+    if backbone == "mmseg ViT" and cfg.model.backbone.get("frozen") is None and "linear" in recipe:
+        model.backbone.requires_grad_(False)  # the probe's frozen backbone
+    wrapper_cfg = dict(cfg.optim_wrapper)
+    if amp:
+        wrapper_cfg.update(type="AmpOptimWrapper", dtype="bfloat16")
+    optim = build_optim_wrapper(model, wrapper_cfg)
+    batch = _batch(RECIPES[recipe][1], size, model.decode_head.num_classes)
+
+    def step():
+        model.train_step(batch, optim)
+
+    return step
+
+
+def setup_inference(recipe: str, mode: str, device: str):
+    from mmseg.registry import MODELS
+
+    cfg = _cfg(recipe, "PE")
+    cfg.model.test_cfg = dict(mode=mode, crop_size=(512, 512), stride=(341, 341))
+    model = MODELS.build(cfg.model).to(device).eval()
+    batch = _batch(1, 512, 2)
+    batch["inputs"] = [torch.randint(0, 256, (3, 512, 683), dtype=torch.uint8)]  # ADE's usual aspect
+    for sample in batch["data_samples"]:
+        sample.set_metainfo(dict(img_shape=(512, 683), ori_shape=(512, 683), pad_shape=(512, 683)))
+
+    def infer():
+        with torch.no_grad():
+            model.test_step(batch)
+
+    return infer
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="T")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast (AmpOptimWrapper)")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    _, count, sizes = RECIPES[args.recipe]
+    backbones = ["PE"] if args.recipe == "G-linear" else ["PE", "mmseg ViT"]
+    variants = {f"{b} @ {s}": (b, s) for s in sizes for b in backbones}
+    steps = {name: setup_step(args.recipe, b, s, args.device, args.amp) for name, (b, s) in variants.items()}
+    seconds = harness.time_interleaved(steps, device, repeats=args.repeats)
+    if device.type == "cuda":
+        memory = {name: harness.peak_memory(step, device) for name, step in steps.items()}
+    else:
+        memory = {name: harness.cpu_peak_extra_bytes(setup_step, args.recipe, b, s, args.device, args.amp)
+                  for name, (b, s) in variants.items()}
+    results = {
+        "environment": harness.environment(device),
+        "recipe": {"config": RECIPES[args.recipe][0], "batch": count, "crop_sizes": list(sizes), "amp": args.amp},
+        "seconds_per_iteration": {k: round(v, 3) for k, v in seconds.items()},
+        "peak_memory_mib": {k: round(v / 2**20) for k, v in memory.items()},
+    }
+    if "mmseg ViT" in backbones:
+        first = f"PE @ {sizes[0]}"
+        other = f"mmseg ViT @ {sizes[0]}"
+        results["time_ratio_mmseg_vit_vs_PE"] = round(seconds[other] / seconds[first], 2)
+        results["memory_ratio_mmseg_vit_vs_PE"] = round(memory[other] / max(memory[first], 1), 2)
+        modes = {mode: setup_inference(args.recipe, mode, args.device) for mode in ("whole", "slide")}
+        per_image = harness.time_interleaved(modes, device, repeats=args.repeats)
+        results["inference_images_per_s_512x683"] = {k: round(1 / v, 2) for k, v in per_image.items()}
+        results["inference_slide_vs_whole_time"] = round(per_image["slide"] / per_image["whole"], 2)
+    for key, value in results.items():
+        if key != "environment":
+            print(f"{key}: {value}")
+    suffix = "_amp" if args.amp else ""
+    print("saved", harness.save(f"segmentation_step_{args.recipe}_{device.type}{suffix}", results))
+
+
+if __name__ == "__main__":
+    main()

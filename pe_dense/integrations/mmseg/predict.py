@@ -1,0 +1,109 @@
+"""Running a trained segmenter on images (``pe-dense segment``): label PNGs, overlays with a legend,
+and a manifest."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from mmengine.config import Config
+from mmengine.dataset import Compose, pseudo_collate
+from mmengine.registry import init_default_scope
+from mmseg.registry import DATASETS, MODELS
+from PIL import Image, ImageDraw
+
+from ...atomic_files import atomic_output
+from ...models import CheckpointError
+from ...tracking.davis import write_label_png
+from .checkpoint import load_from_local_safely
+
+
+class Segmenter:
+    """An mmseg config with its trained weights, in eval mode, taking RGB uint8 arrays.
+
+    Images go through the config's test pipeline (resizing, padding to the patch size), and the
+    prediction comes back at the image's own size. The class names and palette are the checkpoint's
+    (saved by training) or else the config's test dataset's.
+    """
+
+    def __init__(self, config_file: str, weights: str, overrides: Optional[dict] = None, device: str = "cpu"):
+        if not Path(config_file).is_file():
+            raise FileNotFoundError(f"config file '{config_file}' does not exist")
+        cfg = Config.fromfile(config_file)
+        cfg.merge_from_dict({"model.backbone.weights": None, **(overrides or {})})  # the checkpoint has them
+        init_default_scope(cfg.get("default_scope", "mmseg"))
+        checkpoint = load_from_local_safely(str(weights))
+        state = checkpoint.get("state_dict")
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{weights} is not an mmseg checkpoint (it has no 'state_dict')")
+        with warnings.catch_warnings():  # random weights (the checkpoint replaces them), mmseg's deprecation notes
+            warnings.simplefilter("ignore")
+            self.model = MODELS.build(cfg.model)
+        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{weights} is not a trained model of {config_file}: {len(missing)} parameters are missing "
+                f"(e.g. {', '.join(missing[:3])}), {len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+        self.model.to(device).eval()
+        dataset = cfg.test_dataloader.dataset
+        meta = checkpoint.get("meta", {}).get("dataset_meta") or {
+            **DATASETS.get(dataset.type).METAINFO, **dataset.get("metainfo", {})}
+        self.classes = list(meta["classes"])
+        self.palette = np.array(meta["palette"], dtype=np.uint8).reshape(-1, 3)
+        if len(self.classes) > 256:
+            raise ValueError(f"{len(self.classes)} classes do not fit an indexed PNG (256 at most)")
+        steps = [step for step in cfg.test_dataloader.dataset.pipeline if "Annotations" not in step["type"]]
+        self.pipeline = Compose([dict(type="LoadImageFromNDArray"), *steps[1:]])  # steps[0] reads a file
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """(H, W) class indices for one (H, W, 3) RGB uint8 image."""
+        data = self.pipeline(dict(img=np.ascontiguousarray(image[..., ::-1])))  # mmcv pipelines work in BGR
+        result = self.model.test_step(pseudo_collate([data]))[0]
+        return result.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
+
+
+def overlay_with_legend(image: np.ndarray, labels: np.ndarray, classes: Sequence[str], palette: np.ndarray,
+                        alpha: float = 0.5) -> Image.Image:
+    """The labels' colours blended over the image, with a legend of the classes present (largest first)."""
+    blended = Image.fromarray((image * (1 - alpha) + palette[labels] * alpha).round().astype(np.uint8))
+    ids, counts = np.unique(labels, return_counts=True)
+    present = ids[np.argsort(-counts)]
+    row = 16
+    legend_width = 12 + 8 * max((len(classes[i]) for i in present), default=0) + 24
+    canvas = Image.new("RGB", (blended.width + legend_width, max(blended.height, row * len(present) + 8)), "white")
+    canvas.paste(blended, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for k, i in enumerate(present):
+        x, y = blended.width + 6, 4 + k * row
+        draw.rectangle((x, y, x + 12, y + 12), fill=tuple(int(c) for c in palette[i]), outline="black")
+        draw.text((x + 18, y), classes[i], fill="black")
+    return canvas
+
+
+def segment_images(segmenter: Segmenter, sources, out: Path) -> dict:
+    """Write ``<name>.png`` (indexed labels with the dataset's palette) and ``<name>_overlay.png`` per
+    image to ``out``; returns the manifest's image entries. Every image is read before anything is
+    written, so an unreadable one leaves ``out`` untouched."""
+    from tqdm import tqdm
+
+    for source in sources:  # a first pass, so that a bad image stops the run before any output
+        source.load()
+    out.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for source in tqdm(sources, unit="image", disable=len(sources) < 2):
+        image = np.asarray(source.load().convert("RGB"))
+        labels = segmenter(image)
+        write_label_png(out / f"{source.name}.png", labels, segmenter.palette)
+        with atomic_output(out / f"{source.name}_overlay.png") as tmp:
+            overlay_with_legend(image, labels, segmenter.classes, segmenter.palette).save(tmp)
+        ids, counts = np.unique(labels, return_counts=True)
+        entries.append({"name": source.name, "height": image.shape[0], "width": image.shape[1],
+                        "labels": f"{source.name}.png", "overlay": f"{source.name}_overlay.png",
+                        "classes": {segmenter.classes[i]: round(float(c) / labels.size, 4)
+                                    for i, c in sorted(zip(ids, counts), key=lambda p: -p[1])}})
+    return {"images": entries, "classes": segmenter.classes, "palette": segmenter.palette.tolist()}

@@ -1,0 +1,65 @@
+"""What ``tools/train_seg.py`` does before handing a config to mmengine's Runner: apply the command
+line, fit the config to the machine, and check that the datasets are there (before any output)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from mmengine.config import Config
+from mmseg.registry import DATASETS
+
+from .datasets import PEScenesDataset
+
+logger = logging.getLogger(__name__)
+
+
+def load_config(config: str, *, work_dir: Optional[str] = None, cfg_options: Optional[dict] = None,
+                amp: bool = False, resume: bool = False, launcher: str = "none",
+                checkpoint: Optional[str] = None) -> Config:
+    """The config with the tool's options applied: work dir (default ``work_dirs/<config name>``),
+    overrides, AMP (only on CUDA; float32 otherwise, with a warning), resume from the work dir's last
+    checkpoint, the distributed launcher (gloo without CUDA), and ``checkpoint`` to test."""
+    if not Path(config).is_file():
+        raise FileNotFoundError(f"config file '{config}' does not exist")
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    cfg.work_dir = work_dir or cfg.get("work_dir") or os.path.join("work_dirs", Path(config).stem)
+    cfg.launcher = launcher
+    if launcher != "none" and not torch.cuda.is_available():
+        cfg.env_cfg.dist_cfg = dict(backend="gloo")
+    if amp:
+        if torch.cuda.is_available():
+            cfg.optim_wrapper.type = "AmpOptimWrapper"
+            cfg.optim_wrapper.loss_scale = "dynamic"
+        else:
+            logger.warning("--amp needs CUDA: training in float32")
+    cfg.resume = resume
+    if checkpoint is not None:
+        if not Path(checkpoint).is_file():
+            raise FileNotFoundError(f"checkpoint '{checkpoint}' does not exist")
+        cfg.load_from = checkpoint
+    return cfg
+
+
+def check_datasets(cfg: Config, loaders: Sequence[str]) -> None:
+    """Fail, naming the folder, when a dataset of the given dataloaders is not on disk (the built-in
+    scenes are generated instead)."""
+    for name in loaders:
+        loader = cfg.get(name)
+        if not loader:
+            continue
+        dataset = loader["dataset"]
+        if issubclass(DATASETS.get(dataset["type"]), PEScenesDataset):
+            continue
+        root = dataset.get("data_root") or ""
+        for key, folder in dataset.get("data_prefix", {}).items():
+            path = os.path.join(root, folder)
+            if not os.path.isdir(path):
+                raise FileNotFoundError(
+                    f"{name}: the dataset folder '{path}' ({key}) does not exist; set the dataset's root with "
+                    f"--cfg-options {name}.dataset.data_root=PATH")
