@@ -43,22 +43,18 @@ def _cfg(recipe: str, backbone: str):
     init_default_scope("mmseg")
     cfg = Config.fromfile(str(REPO / RECIPES[recipe][0]))
     cfg.model.backbone.weights = None
-    cfg.model.data_preprocessor.size_divisor = None  # inputs are made at the crop size
     for head in ("decode_head", "auxiliary_head"):
         if head in cfg.model:
             cfg.model[head].norm_cfg = dict(type="BN", requires_grad=True)
     if backbone == "mmseg ViT":
         pe = get_config(cfg.model.backbone.model)
-        depth = pe.depth
         cfg.model.backbone = dict(
             type="VisionTransformer", img_size=RECIPES[recipe][2][0], patch_size=pe.patch_size, embed_dims=pe.width,
-            num_layers=depth, num_heads=pe.heads, mlp_ratio=pe.mlp_width / pe.width, qkv_bias=True,
-            out_indices=tuple(i % depth for i in cfg.model.backbone.out_indices),
+            num_layers=pe.depth, num_heads=pe.heads, mlp_ratio=pe.mlp_width // pe.width, qkv_bias=True,
+            out_indices=tuple(i % pe.depth for i in cfg.model.backbone.out_indices),
             drop_path_rate=cfg.model.backbone.get("drop_path_rate", 0.0), with_cls_token=True, final_norm=False,
             norm_cfg=dict(type="LN", eps=1e-5), act_cfg=dict(type="GELU"), interpolate_mode="bicubic",
-            with_cp=cfg.model.backbone.get("with_cp", False), frozen_exclude=[])
-        if cfg.model.backbone.get("frozen"):
-            cfg.model.backbone.frozen_exclude = []
+            with_cp=cfg.model.backbone.get("with_cp", False))
     return cfg
 
 
@@ -84,8 +80,6 @@ def setup_step(recipe: str, backbone: str, size: int, device: str, amp: bool):
     torch.manual_seed(0)
     cfg = _cfg(recipe, backbone)
     model = MODELS.build(cfg.model).to(device).train()
-    if backbone == "mmseg ViT" and cfg.model.backbone.get("frozen") is None and "linear" in recipe:
-        model.backbone.requires_grad_(False)  # the probe's frozen backbone
     wrapper_cfg = dict(cfg.optim_wrapper)
     if amp:
         wrapper_cfg.update(type="AmpOptimWrapper", dtype="bfloat16")
@@ -125,7 +119,7 @@ def main():
     args = parser.parse_args()
     device = torch.device(args.device)
     _, count, sizes = RECIPES[args.recipe]
-    backbones = ["PE"] if args.recipe == "G-linear" else ["PE", "mmseg ViT"]
+    backbones = ["PE"] if args.recipe == "G-linear" else ["PE", "mmseg ViT"]  # mmseg's ViT has no frozen mode
     variants = {f"{b} @ {s}": (b, s) for s in sizes for b in backbones}
     steps = {name: setup_step(args.recipe, b, s, args.device, args.amp) for name, (b, s) in variants.items()}
     seconds = harness.time_interleaved(steps, device, repeats=args.repeats)
