@@ -197,9 +197,11 @@ def test_killed_training_resumes_from_its_last_checkpoint_with_the_optimizer_sta
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
+    # The kill may land while iter_4.pth is being written, before last_checkpoint names it: resuming
+    # goes on from the checkpoint last_checkpoint names, which is complete.
     last = Path((tmp_path / "last_checkpoint").read_text().strip())
     killed_at, _ = _optimizer_steps(last)
-    assert killed_at >= 4
+    assert killed_at >= 2
     result = train_seg("--config", LINEAR_SCENES, "--work-dir", tmp_path, "--resume", "--cfg-options", *options,
                        f"train_cfg.max_iters={killed_at + 2}")
     assert result.returncode == 0, result.stderr[-3000:]
