@@ -3,9 +3,9 @@
 Each scene has "stuff" regions (sky or a wall above a horizon; floor, grass or water below it,
 split by a wavy boundary) and 1-4 "things" in front (circle, square, triangle, star). Like real
 object classes, each thing class has typical colours (a band of vivid hues of its own, which only
-partly sets it apart: the bands of neighbouring classes touch) as well as its shape. Each class has its own texture: clouds in the sky,
-bricks on walls, planks in perspective on floors, blades of grass, ripples on water. A few grey
-"clutter" blobs carry label 0, ADE's "other" label, which training and evaluation ignore.
+partly sets it apart: the bands of neighbouring classes touch) as well as its shape. Each class has its
+own texture: clouds in the sky, bricks on walls, planks in perspective on floors, blades of grass,
+ripples on water. A few grey "clutter" blobs carry label 0, ADE's "other" label, which training and evaluation ignore.
 
 Files follow ADE20k (``ADEChallengeData2016``) so that mmsegmentation's dataset classes read them
 and a real ADE20k drops in by path:

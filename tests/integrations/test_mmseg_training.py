@@ -121,7 +121,8 @@ def test_frozen_probe_leaves_the_encoder_bit_identical(scenes_root, tmp_path):
     from pe_dense.integrations.mmseg.training import load_config
 
     cfg = load_config(str(LINEAR_SCENES), work_dir=str(tmp_path), cfg_options={
-        **data_options(scenes_root), "train_cfg.max_iters": 6, "train_cfg.val_interval": 100, "default_hooks.checkpoint.interval": 6})
+        **data_options(scenes_root), "train_cfg.max_iters": 6, "train_cfg.val_interval": 100,
+        "default_hooks.checkpoint.interval": 6})
     runner = Runner.from_cfg(cfg)
     model = runner.model
     encoder_before = {k: v.clone() for k, v in model.backbone.encoder.state_dict().items()}
@@ -235,8 +236,8 @@ def corrupt_image(image, label):
                          ids=lambda f: f.__name__)
 def test_bad_data_is_refused_naming_the_file(damage, ade_root, tmp_path):
     bad = _bad_dataset(ade_root, damage)
-    options = [*cli(data_options(ade_root)), "train_cfg.max_iters=4", "train_dataloader.batch_size=4", "train_cfg.val_interval=100",
-               "model.backbone.weights=None", "model.backbone.num_blocks=1"]
+    options = [*cli(data_options(ade_root)), "train_cfg.max_iters=4", "train_dataloader.batch_size=4",
+               "train_cfg.val_interval=100", "model.backbone.weights=None", "model.backbone.num_blocks=1"]
     result = train_seg("--config", LINEAR_ADE, "--work-dir", tmp_path / "work", "--cfg-options", *options)
     assert result.returncode == 2, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-1]

@@ -1,5 +1,6 @@
 # ADE20k UperNet fine-tuning of PE-Spatial-G14-448: blocks (12, 24, 36, 49) feed the four scales, drop path 0.4
-# (our choice, after ViTDet's rates for this depth; layer decay 0.9 as in PE's detection recipe). Settings and what is our choice: ../_base_/upernet.py.
+# (our choice, after ViTDet's rates for this depth; layer decay 0.9 as in PE's detection recipe).
+# Settings and what is our choice: ../_base_/upernet.py.
 # Patch 14: 512 crops are padded to 518 (37 tokens, as DINOv2 pads); sliding windows are 518 (our choice).
 _base_ = ["../_base_/runtime.py", "../_base_/ade20k.py", "../_base_/upernet.py"]
 model = dict(

@@ -46,10 +46,6 @@ class PEBackbone(BaseModule):
             self.encoder.requires_grad_(False)
         self.train()
 
-    @property
-    def out_channels(self) -> int:
-        return self.encoder.width
-
     def train(self, mode: bool = True) -> "PEBackbone":
         super().train(mode)
         if self.frozen:

@@ -3,7 +3,6 @@ and a manifest."""
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Optional, Sequence
