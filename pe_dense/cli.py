@@ -1,4 +1,5 @@
-"""The ``pe-dense`` command: ``features``, ``viz``, ``track``, ``detect``, ``segment``, ``convert``, ``models``."""
+"""The ``pe-dense`` command: ``features``, ``viz``, ``track``, ``detect``, ``segment``, ``depth``, ``convert``,
+``models``."""
 
 from __future__ import annotations
 
@@ -149,16 +150,10 @@ def _detect(args) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- segment
-def _segment(args) -> int:
-    from .feature_extraction import find_images
-
-    try:
-        from .integrations.mmseg.predict import Segmenter, segment_images
-    except ImportError as e:
-        raise UsageError(f"segment needs mmsegmentation, mmengine and mmcv (see the README): {e}") from None
+# ---------------------------------------------------------------- segment, depth
+def _config_overrides(pairs: Sequence[str]) -> dict:
     overrides = {}
-    for pair in args.set:
+    for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
             raise UsageError(f"--set takes KEY=VALUE, got '{pair}'")
@@ -166,15 +161,53 @@ def _segment(args) -> int:
             overrides[key] = ast.literal_eval(value)  # numbers, tuples, None, quoted strings
         except (ValueError, SyntaxError):
             overrides[key] = value
-    if (args.out / "segment.json").exists() and not args.force:
-        raise UsageError(f"{args.out} holds a previous run (segment.json); pass --force to replace its files")
+    return overrides
+
+
+def _mmseg_model(args, manifest_name: str):
+    """The Segmenter or DepthPredictor (as ``args.command`` says) of ``args.config`` and ``args.weights``,
+    the images and the config overrides, once the output folder and the images are checked."""
+    from .feature_extraction import find_images
+
+    try:
+        from .integrations.mmseg import predict
+    except ImportError as e:
+        raise UsageError(f"{args.command} needs mmsegmentation, mmengine and mmcv (see the README): {e}") from None
+    overrides = _config_overrides(args.set)
+    if (args.out / manifest_name).exists() and not args.force:
+        raise UsageError(f"{args.out} holds a previous run ({manifest_name}); pass --force to replace its files")
     sources = find_images(args.images)
-    segmenter = Segmenter(str(args.config), args.weights, overrides, device=args.device)
-    manifest = segment_images(segmenter, sources, args.out)
-    manifest = {"config": str(args.config), "weights": args.weights, "overrides": overrides, **manifest}
-    with atomic_output(args.out / "segment.json") as tmp:
+    kind = predict.Segmenter if args.command == "segment" else predict.DepthPredictor
+    return kind(str(args.config), args.weights, overrides, device=args.device), sources, overrides
+
+
+def _write_manifest(path: Path, args, overrides: dict, results: dict) -> None:
+    manifest = {"config": str(args.config), "weights": args.weights, "overrides": overrides, **results}
+    with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2))
+
+
+def _segment(args) -> int:
+    segmenter, sources, overrides = _mmseg_model(args, "segment.json")
+    from .integrations.mmseg.predict import segment_images
+
+    _write_manifest(args.out / "segment.json", args, overrides, segment_images(segmenter, sources, args.out))
     print(f"wrote label maps and overlays of {len(sources)} image(s) to {args.out}")
+    return 0
+
+
+def _depth(args) -> int:
+    if args.focal is not None and not args.focal > 0:
+        raise UsageError(f"--focal is a focal length in pixels and must be positive, got {args.focal}")
+    if args.focal is not None and not args.ply:
+        raise UsageError("--focal sets the point cloud's camera: pass --ply too")
+    predictor, sources, overrides = _mmseg_model(args, "depth.json")
+    from .integrations.mmseg.depth_files import estimate_depth_images
+
+    results = estimate_depth_images(predictor, sources, args.out, ply=args.ply, focal=args.focal)
+    _write_manifest(args.out / "depth.json", args, overrides, results)
+    extra = ", point clouds" if args.ply else ""
+    print(f"wrote depth maps (16-bit PNG in mm, .npy in m), pictures{extra} of {len(sources)} image(s) to {args.out}")
     return 0
 
 
@@ -309,6 +342,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace the files of a previous run in --out")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.set_defaults(run=_segment)
+
+    p = commands.add_parser("depth", help="run a trained depth estimator (mmsegmentation config) on images")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders of images, or sample:NAME")
+    p.add_argument("--config", type=Path, required=True, help="the estimator's config, e.g. "
+                                                              "configs/depth/scenes/dpt_PEspatial_T_scenes.py")
+    p.add_argument("--weights", required=True, help="trained checkpoint (e.g. work_dirs/.../iter_600.pth)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+    p.add_argument("--ply", action="store_true", help="also write each image's point cloud (binary PLY)")
+    p.add_argument("--focal", type=float, help="the point cloud camera's focal length in pixels (default: "
+                                               "NYU-Depth-v2's, 518.86 px at 640 wide, scaled to the image width)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--force", action="store_true", help="replace the files of a previous run in --out")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.set_defaults(run=_depth)
 
     p = commands.add_parser("convert", help="convert a checkpoint between official and timm layouts")
     p.add_argument("input", type=Path, help="official, timm, detectron2 or CLIP checkpoint (.pt/.pth/.safetensors)")

@@ -1,10 +1,12 @@
 #!/usr/bin/env python
-"""Train or test an mmsegmentation config with a PE backbone (mmengine's Runner).
+"""Train or test an mmsegmentation config with a PE backbone (mmengine's Runner): segmentation or depth.
 
     python tools/train_seg.py --config configs/segmentation/ade20k/linear_PEspatial_B_ade20k.py \
         --cfg-options train_dataloader.dataset.data_root=/data/ADEChallengeData2016
+    python tools/train_seg.py --config configs/depth/nyu/dpt_PEspatial_L_nyu.py \
+        --cfg-options train_dataloader.dataset.data_root=/data/nyu val_dataloader.dataset.data_root=/data/nyu
     python tools/train_seg.py --config ... --resume                 # continue from the work dir's last checkpoint
-    python tools/train_seg.py --config ... --test work_dirs/.../iter_40000.pth   # mIoU, aAcc, per-class table
+    python tools/train_seg.py --config ... --test work_dirs/.../iter_40000.pth   # mIoU (or d1, rmse, ...)
     torchrun --nproc_per_node 8 tools/train_seg.py --config ... --launcher pytorch
     torchrun --nnodes 4 --node_rank R --master_addr HOST --master_port PORT --nproc_per_node 8 \
         tools/train_seg.py --config ... --launcher pytorch          # several machines
@@ -29,7 +31,7 @@ from pe_dense.models import CheckpointError
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", required=True, help="mmseg config file (configs/segmentation/...)")
+    parser.add_argument("--config", required=True, help="mmseg config file (configs/segmentation/..., configs/depth/...)")
     parser.add_argument("--work-dir", help="where logs and checkpoints go (default: work_dirs/<config name>)")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE",
                         help="config overrides, e.g. model.backbone.weights=/path/PE-Spatial-B16-512.pt")
@@ -43,12 +45,15 @@ def parse_args(argv=None):
     return args
 
 
+SUMMARY = {"mIoU": 2, "aAcc": 2, "mAcc": 2, "d1": 3, "abs_rel": 3, "rmse": 3}  # metric: decimals, when present
+
+
 def write_evaluation(work_dir: str, metrics: dict) -> None:
     metrics = {k: float(v) for k, v in metrics.items()}  # numpy scalars from the metric and the message hub
     os.makedirs(work_dir, exist_ok=True)
     with atomic_output(os.path.join(work_dir, "evaluation.json")) as tmp:
         tmp.write_text(json.dumps(metrics, indent=2))
-    summary = ", ".join(f"{k} {metrics[k]:.2f}" for k in ("mIoU", "aAcc", "mAcc") if k in metrics)
+    summary = ", ".join(f"{k} {metrics[k]:.{precision}f}" for k, precision in SUMMARY.items() if k in metrics)
     print(f"evaluation: {summary} (written to {work_dir}/evaluation.json)")
 
 

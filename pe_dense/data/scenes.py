@@ -17,17 +17,13 @@ Generation is deterministic: image ``i`` of a split depends only on the split's 
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from pathlib import Path
-from typing import NamedTuple, Optional, Union
 
 import numpy as np
 from PIL import Image
 
-from ..atomic_files import atomic_output
 from .drawing import fill_polygon, saturated, shape_outline, smooth_texture
+from .generated import ImageFolderDataset, SplitSpec
 
 STUFF = ("sky", "wall", "floor", "grass", "water")
 THINGS = ("circle", "square", "triangle", "star")
@@ -37,15 +33,6 @@ PALETTE = ((70, 130, 220), (200, 170, 120), (140, 90, 50), (60, 170, 60), (30, 9
 FORMAT_VERSION = 2
 IMAGE_SIZE = 160
 THING_HUES = {"circle": (0.97, 0.12), "square": (0.12, 0.3), "triangle": (0.3, 0.5), "star": (0.75, 0.97)}
-MANIFEST = "scenes.json"
-
-
-class SplitSpec(NamedTuple):
-    num_images: int
-    seed: int
-
-
-SPLITS = {"training": SplitSpec(1000, 0), "validation": SplitSpec(100, 1)}
 
 
 def _label(name: str) -> int:
@@ -141,57 +128,14 @@ def render_scene(index: int, seed: int, size: int = IMAGE_SIZE) -> tuple[np.ndar
     return (np.clip(canvas * shading, 0, 1) * 255).round().astype(np.uint8), labels
 
 
-def _wanted(split: str, num_images: Optional[int], seed: Optional[int], size: int) -> dict:
-    if split not in SPLITS and (num_images is None or seed is None):
-        raise ValueError(f"unknown split '{split}' (known: {', '.join(SPLITS)}); give num_images and seed")
-    default = SPLITS.get(split, SplitSpec(0, 0))
-    num_images = default.num_images if num_images is None else num_images
-    if num_images < 1:
-        raise ValueError(f"num_images must be positive, got {num_images}")
-    return {"num_images": num_images, "seed": default.seed if seed is None else seed, "size": size}
-
-
-def write_scenes_split(root: Union[str, os.PathLike], split: str, num_images: Optional[int] = None,
-                       seed: Optional[int] = None, size: int = IMAGE_SIZE) -> Path:
-    """Write a split under ``root`` in the ADE20k layout; defaults come from :data:`SPLITS`.
-
-    Every file is written atomically and the manifest (``<root>/scenes.json``) is updated last, so a
-    split the manifest lists is complete.
-    """
-    settings = _wanted(split, num_images, seed, size)
-    root = Path(root)
-    for folder in ("images", "annotations"):
-        (root / folder / split).mkdir(parents=True, exist_ok=True)
-    for index in range(settings["num_images"]):
-        pixels, labels = render_scene(index, settings["seed"], size)
-        name = f"scene_{index:06d}"
-        with atomic_output(root / "images" / split / f"{name}.jpg") as tmp:
-            Image.fromarray(pixels).save(tmp, quality=95)
-        with atomic_output(root / "annotations" / split / f"{name}.png") as tmp:
-            Image.fromarray(labels).save(tmp)
-    manifest = _read_manifest(root)
-    manifest["splits"][split] = settings
-    with atomic_output(root / MANIFEST) as tmp:
-        tmp.write_text(json.dumps(manifest, indent=2))
-    return root
-
-
-def _read_manifest(root: Path) -> dict:
-    fresh = {"version": FORMAT_VERSION, "classes": list(CLASSES), "palette": [list(c) for c in PALETTE],
-             "splits": {}}
-    try:
-        manifest = json.loads((root / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return fresh
-    return manifest if manifest.get("version") == FORMAT_VERSION else fresh
-
-
-def ensure_scenes(root: Union[str, os.PathLike], splits=tuple(SPLITS), **kwargs) -> Path:
-    """``root`` with the given splits present, generating each one that is absent or was made with
-    other settings (``kwargs`` as :func:`write_scenes_split`)."""
-    root = Path(root)
-    for split in splits:
-        wanted = _wanted(split, kwargs.get("num_images"), kwargs.get("seed"), kwargs.get("size", IMAGE_SIZE))
-        if _read_manifest(root)["splits"].get(split) != wanted:
-            write_scenes_split(root, split, **kwargs)
-    return root
+DATASET = ImageFolderDataset(
+    manifest="scenes.json",
+    header={"version": FORMAT_VERSION, "classes": CLASSES, "palette": PALETTE},
+    splits={"training": SplitSpec(1000, 0), "validation": SplitSpec(100, 1)},
+    default_size=IMAGE_SIZE,
+    render=render_scene,
+)
+SPLITS = DATASET.splits
+MANIFEST = DATASET.manifest
+write_scenes_split = DATASET.write_split
+ensure_scenes = DATASET.ensure

@@ -16,21 +16,17 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import NamedTuple, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 from PIL import Image
 
 from ..atomic_files import atomic_output
 from .drawing import fill_polygon, muted, saturated, shape_outline, smooth_texture
+from .generated import SplitSpec
 
 CLASSES = ("circle", "square", "triangle", "star")
 FORMAT_VERSION = 1
-
-
-class SplitSpec(NamedTuple):
-    num_images: int
-    seed: int
 
 
 SPLITS = {"train": SplitSpec(2000, 0), "val": SplitSpec(200, 1)}

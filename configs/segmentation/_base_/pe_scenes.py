@@ -31,3 +31,5 @@ val_dataloader = dict(
     dataset=dict(type=dataset_type, split="validation", pipeline=test_pipeline),
 )
 test_dataloader = val_dataloader
+val_evaluator = dict(type="IoUMetric", iou_metrics=["mIoU"])
+test_evaluator = val_evaluator

@@ -1,6 +1,6 @@
 # ADE20k linear probe of PE-Spatial-T16-512 (frozen, last block); the PE paper reports 27.6 mIoU.
 # Settings and what is our choice: ../_base_/linear_probe.py.
-_base_ = ["../_base_/runtime.py", "../_base_/ade20k.py", "../_base_/linear_probe.py"]
+_base_ = ["../../_base_/mmseg_runtime.py", "../_base_/ade20k.py", "../_base_/linear_probe.py"]
 model = dict(
     backbone=dict(model="PE-Spatial-T16-512"),
     decode_head=dict(in_channels=192),

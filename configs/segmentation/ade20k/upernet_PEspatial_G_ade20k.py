@@ -2,7 +2,7 @@
 # (our choice, after ViTDet's rates for this depth; layer decay 0.9 as in PE's detection recipe).
 # Settings and what is our choice: ../_base_/upernet.py.
 # Patch 14: 512 crops are padded to 518 (37 tokens, as DINOv2 pads); sliding windows are 518 (our choice).
-_base_ = ["../_base_/runtime.py", "../_base_/ade20k.py", "../_base_/upernet.py"]
+_base_ = ["../../_base_/mmseg_runtime.py", "../_base_/ade20k.py", "../_base_/upernet.py"]
 model = dict(
     data_preprocessor=dict(size_divisor=14, test_cfg=dict(size_divisor=14)),
     backbone=dict(model="PE-Spatial-G14-448", out_indices=(12, 24, 36, 49), drop_path_rate=0.4, with_cp=True),

@@ -1,6 +1,6 @@
 # UperNet on the built-in scenes (CPU, minutes), the demo of `make seg-demo`: the first 6 blocks of
 # PE-Spatial-T16, trained from random weights (unless model.backbone.weights is set), with a narrow UPerHead.
-_base_ = ["../_base_/runtime.py", "../_base_/pe_scenes.py", "../_base_/upernet.py"]
+_base_ = ["../../_base_/mmseg_runtime.py", "../_base_/pe_scenes.py", "../_base_/upernet.py"]
 norm_cfg = dict(type="BN", requires_grad=True)
 model = dict(
     backbone=dict(model="PE-Spatial-T16-512", weights=None, num_blocks=6, out_indices=(1, 2, 4, 5), drop_path_rate=0.0),

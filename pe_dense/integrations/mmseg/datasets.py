@@ -1,24 +1,29 @@
-"""Data for mmsegmentation: the built-in scenes as a dataset class, and loading transforms that name
-the file when an image or a label map is unreadable or does not fit its dataset."""
+"""Data for mmsegmentation: the built-in scenes and depth scenes as dataset classes, and loading
+transforms that name the file when an image, a label map or a depth map is unreadable or does not fit
+its dataset."""
 
 from __future__ import annotations
 
 import os
 from typing import Optional
 
+import mmengine.fileio
 import numpy as np
 from mmcv.transforms import LoadImageFromFile
-from mmseg.datasets import BaseSegDataset
-from mmseg.datasets.transforms import LoadAnnotations
+from mmseg.datasets import BaseSegDataset, NYUDataset
+from mmseg.datasets.transforms import LoadAnnotations, LoadDepthAnnotation
 from mmseg.registry import DATASETS, TRANSFORMS
+from mmseg.utils import datafrombytes
 
-from ...data import scenes
+from ...data import depth_scenes, scenes
 
-DEFAULT_SCENES_ROOT = os.path.join(os.environ.get("PE_DENSE_DATASETS", "datasets"), "pe_scenes")
+DATASETS_ROOT = os.environ.get("PE_DENSE_DATASETS", "datasets")
+DEFAULT_SCENES_ROOT = os.path.join(DATASETS_ROOT, "pe_scenes")
+DEFAULT_DEPTH_SCENES_ROOT = os.path.join(DATASETS_ROOT, "pe_depth_scenes")
 
 
 class SegmentationDataError(ValueError):
-    """An image or label map that cannot be used, named in the message."""
+    """An image, label map or depth map that cannot be used, named in the message."""
 
 
 @DATASETS.register_module()
@@ -39,6 +44,24 @@ class PEScenesDataset(BaseSegDataset):
             scenes.ensure_scenes(data_root, splits=(split,))
         super().__init__(data_root=data_root, img_suffix=".jpg", seg_map_suffix=".png", reduce_zero_label=True,
                          data_prefix=dict(img_path=f"images/{split}", seg_map_path=f"annotations/{split}"), **kwargs)
+
+
+@DATASETS.register_module()
+class PEDepthScenesDataset(NYUDataset):
+    """pe_dense's built-in depth scenes (:mod:`pe_dense.data.depth_scenes`), in the NYU-Depth-v2 layout
+    under ``data_root``, generated there on first use (``$PE_DENSE_DATASETS/pe_depth_scenes`` by default).
+
+    Args:
+        split: ``"train"`` or ``"test"``.
+        **kwargs: as :class:`mmseg.datasets.NYUDataset` (``pipeline``, ``test_mode``, ...).
+    """
+
+    def __init__(self, split: str = "train", data_root: Optional[str] = None, **kwargs):
+        data_root = data_root or DEFAULT_DEPTH_SCENES_ROOT
+        if not kwargs.get("lazy_init"):
+            depth_scenes.ensure_depth_scenes(data_root, splits=(split,))
+        super().__init__(data_root=data_root,
+                         data_prefix=dict(img_path=f"images/{split}", depth_map_path=f"annotations/{split}"), **kwargs)
 
 
 @TRANSFORMS.register_module()
@@ -87,3 +110,46 @@ class LoadCheckedAnnotations(LoadAnnotations):
                 f"(ignore index {ignore})" + (" after reduce_zero_label" if results.get("reduce_zero_label") else ""))
         return results
 
+
+
+@TRANSFORMS.register_module()
+class LoadCheckedDepth(LoadDepthAnnotation):
+    """mmseg's ``LoadDepthAnnotation`` (a 16-bit PNG times ``depth_rescale_factor``, 0 = no depth),
+    refusing, with an error naming the file, a depth map that cannot be read, that is not a
+    single-channel 16-bit image, whose size is not its image's (``ori_shape``), or that has no valid
+    depth (none above 0, and below ``max_depth`` when given).
+
+    Args:
+        max_depth: the largest depth in metres that counts as valid (the evaluation range).
+        **kwargs: as :class:`mmseg.datasets.transforms.LoadDepthAnnotation`.
+    """
+
+    def __init__(self, max_depth: Optional[float] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.max_depth = max_depth
+
+    def transform(self, results: dict) -> dict:
+        path = results["depth_map_path"]
+        try:
+            raw = datafrombytes(mmengine.fileio.get(path, self.backend_args), backend=self.decode_backend)
+        except Exception as e:  # a missing file, or bytes no decoder takes
+            raise SegmentationDataError(f"cannot read depth map {path}: {e}") from None
+        if raw is None:
+            raise SegmentationDataError(f"cannot read depth map {path}: not an image")
+        if raw.dtype != np.uint16 or raw.ndim != 2:
+            channels = 1 if raw.ndim == 2 else raw.shape[2]
+            raise SegmentationDataError(
+                f"depth map {path} is a {raw.dtype.itemsize * 8}-bit image with {channels} channel(s); depth maps "
+                "are single-channel 16-bit PNGs (NYU: millimetres, 0 = no depth)")
+        image_shape = tuple(results.get("ori_shape", raw.shape))
+        if raw.shape != image_shape:
+            raise SegmentationDataError(f"depth map {path} is {raw.shape[1]}x{raw.shape[0]} pixels but its "
+                                        f"image {results.get('img_path')} is {image_shape[1]}x{image_shape[0]}")
+        depth = raw.astype(np.float32) * self.depth_rescale_factor
+        if not ((depth > 0) & (depth < (self.max_depth or np.inf))).any():
+            within = f" below {self.max_depth} m" if self.max_depth else ""
+            raise SegmentationDataError(f"depth map {path} has no valid depth (no pixel above 0{within})")
+        results["gt_depth_map"] = depth
+        results["seg_fields"].append("gt_depth_map")
+        results["depth_rescale_factor"] = self.depth_rescale_factor
+        return results

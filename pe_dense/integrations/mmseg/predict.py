@@ -1,5 +1,5 @@
-"""Running a trained segmenter on images (``pe-dense segment``): label PNGs, overlays with a legend,
-and a manifest."""
+"""Running trained mmseg models on images: segmenters (``pe-dense segment``: label PNGs, overlays with
+a legend) and depth estimators (``pe-dense depth``, written by :mod:`.depth_files`)."""
 
 from __future__ import annotations
 
@@ -19,14 +19,14 @@ from ...atomic_files import atomic_output
 from ...models import CheckpointError
 from ...tracking.davis import write_label_png
 from .checkpoint import load_from_local_safely
+from .depth_heads import DepthHead
 
 
-class Segmenter:
+class Predictor:
     """An mmseg config with its trained weights, in eval mode, taking RGB uint8 arrays.
 
-    Images go through the config's test pipeline (resizing, padding to the patch size), and the
-    prediction comes back at the image's own size. The class names and palette are the checkpoint's
-    (saved by training) or else the config's test dataset's.
+    Images go through the config's test pipeline (resizing, padding to the patch size) without its
+    file loading, and predictions come back at the image's own size.
     """
 
     def __init__(self, config_file: str, weights: str, overrides: Optional[dict] = None, device: str = "cpu"):
@@ -48,22 +48,53 @@ class Segmenter:
                 f"{weights} is not a trained model of {config_file}: {len(missing)} parameters are missing "
                 f"(e.g. {', '.join(missing[:3])}), {len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
         self.model.to(device).eval()
-        dataset = cfg.test_dataloader.dataset
-        meta = checkpoint.get("meta", {}).get("dataset_meta") or {
+        self.cfg, self.checkpoint_meta = cfg, checkpoint.get("meta", {})
+        steps = [step for step in cfg.test_dataloader.dataset.pipeline if not step["type"].startswith("Load")]
+        self.pipeline = Compose([dict(type="LoadImageFromNDArray"), *steps])
+        self.is_depth = isinstance(self.model.decode_head, DepthHead)
+
+    @torch.no_grad()
+    def predict(self, image: np.ndarray):
+        """mmseg's prediction (a ``SegDataSample``) for one (H, W, 3) RGB uint8 image."""
+        data = self.pipeline(dict(img=np.ascontiguousarray(image[..., ::-1])))  # mmcv pipelines work in BGR
+        return self.model.test_step(pseudo_collate([data]))[0]
+
+
+class Segmenter(Predictor):
+    """A trained segmenter: (H, W) class indices per image. The class names and palette are the
+    checkpoint's (saved by training) or else the config's test dataset's."""
+
+    def __init__(self, config_file: str, weights: str, overrides: Optional[dict] = None, device: str = "cpu"):
+        super().__init__(config_file, weights, overrides, device)
+        if self.is_depth:
+            raise ValueError(f"{config_file} is a depth estimator: use `pe-dense depth`")
+        dataset = self.cfg.test_dataloader.dataset
+        meta = self.checkpoint_meta.get("dataset_meta") or {
             **DATASETS.get(dataset.type).METAINFO, **dataset.get("metainfo", {})}
         self.classes = list(meta["classes"])
         self.palette = np.array(meta["palette"], dtype=np.uint8).reshape(-1, 3)
         if len(self.classes) > 256:
             raise ValueError(f"{len(self.classes)} classes do not fit an indexed PNG (256 at most)")
-        steps = [step for step in cfg.test_dataloader.dataset.pipeline if "Annotations" not in step["type"]]
-        self.pipeline = Compose([dict(type="LoadImageFromNDArray"), *steps[1:]])  # steps[0] reads a file
 
-    @torch.no_grad()
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """(H, W) class indices for one (H, W, 3) RGB uint8 image."""
-        data = self.pipeline(dict(img=np.ascontiguousarray(image[..., ::-1])))  # mmcv pipelines work in BGR
-        result = self.model.test_step(pseudo_collate([data]))[0]
-        return result.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
+        return self.predict(image).pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
+
+
+class DepthPredictor(Predictor):
+    """A trained depth estimator: (H, W) depth in metres per image, within the head's
+    [``min_depth``, ``max_depth``]."""
+
+    def __init__(self, config_file: str, weights: str, overrides: Optional[dict] = None, device: str = "cpu"):
+        super().__init__(config_file, weights, overrides, device)
+        if not self.is_depth:
+            raise ValueError(f"{config_file} is not a depth estimator (its head is "
+                             f"{type(self.model.decode_head).__name__}): use `pe-dense segment`")
+        self.min_depth, self.max_depth = self.model.decode_head.min_depth, self.model.decode_head.max_depth
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """(H, W) float32 depth in metres for one (H, W, 3) RGB uint8 image."""
+        return self.predict(image).pred_depth_map.data[0].float().cpu().numpy()
 
 
 def overlay_with_legend(image: np.ndarray, labels: np.ndarray, classes: Sequence[str], palette: np.ndarray,

@@ -12,7 +12,7 @@ import torch
 from mmengine.config import Config
 from mmseg.registry import DATASETS
 
-from .datasets import PEScenesDataset
+from .datasets import PEDepthScenesDataset, PEScenesDataset
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +54,8 @@ def check_datasets(cfg: Config, loaders: Sequence[str]) -> None:
         if not loader:
             continue
         dataset = loader["dataset"]
-        if issubclass(DATASETS.get(dataset["type"]), PEScenesDataset):
-            continue
+        if issubclass(DATASETS.get(dataset["type"]), (PEScenesDataset, PEDepthScenesDataset)):
+            continue  # generated on first use
         root = dataset.get("data_root") or ""
         for key, folder in dataset.get("data_prefix", {}).items():
             path = os.path.join(root, folder)

@@ -1,6 +1,6 @@
-# mmengine runtime shared by every segmentation config: pe_dense's mmseg integration imported by name,
-# periodic checkpoints, mIoU evaluation. The training schedule (train_cfg) is the model's (linear_probe.py,
-# upernet.py).
+# mmengine runtime shared by every mmsegmentation config (configs/segmentation, configs/depth): pe_dense's mmseg
+# integration imported by name, logging, periodic checkpoints. The evaluator is the dataset's and the training
+# schedule (train_cfg) the model's.
 custom_imports = dict(imports=["pe_dense.integrations.mmseg"], allow_failed_imports=False)
 default_scope = "mmseg"
 env_cfg = dict(cudnn_benchmark=True, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
@@ -22,5 +22,3 @@ default_hooks = dict(
     sampler_seed=dict(type="DistSamplerSeedHook"),
     visualization=dict(type="SegVisualizationHook"),
 )
-val_evaluator = dict(type="IoUMetric", iou_metrics=["mIoU"])
-test_evaluator = val_evaluator
