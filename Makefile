@@ -26,6 +26,9 @@ WEIGHTS ?=
 SEG_DEMO_OUT ?= outputs/seg-demo
 SEG_DEMO_CONFIG := configs/segmentation/scenes/upernet_PEspatial_T_scenes.py
 SEG_DEMO_IMAGES := $(foreach i,0 1 2 3,datasets/pe_scenes/images/validation/scene_00000$(i).jpg)
+DEPTH_DEMO_OUT ?= outputs/depth-demo
+DEPTH_DEMO_CONFIG := configs/depth/scenes/dpt_PEspatial_T_scenes.py
+DEPTH_DEMO_IMAGES := $(foreach i,0 1 2 3,datasets/pe_depth_scenes/images/test/scene_00000$(i).jpg)
 
 # The CUDA kernels are compiled wherever nvcc exists, GPU or not, so a kernel that does not compile
 # fails the build (and CI). FORCE_CUDA=0 skips them.
@@ -33,7 +36,7 @@ FORCE_CUDA ?= $(if $(shell command -v nvcc 2>/dev/null),1,0)
 CUDA_HOME ?= $(wildcard /usr/local/cuda)
 TORCH_CUDA_ARCH_LIST ?= 8.0;9.0
 
-.PHONY: install mmcv-wheel demo seg-demo align-demo test clean
+.PHONY: install mmcv-wheel demo detection-demo seg-demo depth-demo align-demo test clean
 
 $(STAMP): setup.py pyproject.toml $(CSRC)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -69,9 +72,12 @@ $(D2_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -q shapely
 	touch $@
 
-# The main job: train the tiny PE Mask R-CNN on the built-in shapes dataset (generated on first use
+# The main jobs on built-in data, one stage after another: segmentation, depth, detection.
+demo: seg-demo depth-demo detection-demo
+
+# Detection: train the tiny PE Mask R-CNN on the built-in shapes dataset (generated on first use
 # under datasets/shapes), evaluate it on the val split, and draw its predictions on 4 val images.
-demo: $(D2_STAMP)
+detection-demo: $(D2_STAMP)
 	$(BIN)/python tools/train_net.py --config-file $(DEMO_CONFIG) train.output_dir=$(DEMO_OUT) \
 		$(if $(WEIGHTS),train.init_checkpoint=$(WEIGHTS))
 	$(BIN)/pe-dense detect $(DEMO_IMAGES) --config $(DEMO_CONFIG) --weights $(DEMO_OUT)/model_final.pth \
@@ -90,6 +96,20 @@ seg-demo: $(STAMP)
 	@$(BIN)/python -c 'import json, sys; r = json.load(open(sys.argv[1])); \
 		print("pe_scenes validation after training: mIoU %.1f, aAcc %.1f" % (r["mIoU"], r["aAcc"]))' \
 		$(SEG_DEMO_OUT)/evaluation.json
+
+# Depth: a tiny PE DPT trained on the built-in depth scenes (generated on first use under
+# datasets/pe_depth_scenes), evaluated on their test split against predicting the mean depth, and run on
+# 4 of its images (depth PNG/.npy, pictures with a colour bar, point clouds).
+depth-demo: $(STAMP)
+	$(BIN)/python tools/train_seg.py --config $(DEPTH_DEMO_CONFIG) --work-dir $(DEPTH_DEMO_OUT) \
+		$(if $(WEIGHTS),--cfg-options model.backbone.weights=$(WEIGHTS))
+	$(BIN)/pe-dense depth $(DEPTH_DEMO_IMAGES) --config $(DEPTH_DEMO_CONFIG) --force --ply \
+		--weights $$(cat $(DEPTH_DEMO_OUT)/last_checkpoint) --out $(DEPTH_DEMO_OUT)/pictures
+	@$(BIN)/python -c 'import json, sys; from pe_dense.data.depth_scenes import mean_depth_baseline; \
+		r = json.load(open(sys.argv[1])); b = mean_depth_baseline("datasets/pe_depth_scenes"); \
+		print("pe_depth_scenes test after training: d1 %.3f, RMSE %.3f m, abs_rel %.3f (mean depth everywhere: " \
+		      "d1 %.3f, RMSE %.3f m)" % (r["d1"], r["rmse"], r["abs_rel"], b["d1"], b["rmse"]))' \
+		$(DEPTH_DEMO_OUT)/evaluation.json
 
 # Spatial alignment on the built-in shapes images with tiny random teachers (CPU, ~1.5 min); run
 # again, it resumes (a finished run only re-exports the student).

@@ -17,9 +17,12 @@ Generation is deterministic: image ``i`` of a split depends only on the split's 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Sequence
+import os
+from pathlib import Path
+from typing import NamedTuple, Sequence, Union
 
 import numpy as np
+from PIL import Image
 
 from .drawing import saturated
 from .generated import ImageFolderDataset, SplitSpec
@@ -194,3 +197,20 @@ DATASET = ImageFolderDataset(
 )
 write_depth_split = DATASET.write_split
 ensure_depth_scenes = DATASET.ensure
+
+
+def mean_depth_baseline(root: Union[str, os.PathLike], train: str = "train", test: str = "test") -> dict:
+    """What predicting the training split's mean depth everywhere scores on the test split (RMSE in
+    metres and d1, per image over depths in (0.001, MAX_DEPTH) m, averaged over images as mmseg's
+    DepthMetric does): the bar a trained model has to clear."""
+    def depths(split):
+        return [np.asarray(Image.open(p), dtype=np.float64) / DEPTH_SCALE
+                for p in sorted((Path(root) / "annotations" / split).glob("*.png"))]
+
+    mean = float(np.concatenate([d[d > 0] for d in depths(train)]).mean())
+    rmse, d1 = [], []
+    for depth in depths(test):
+        valid = depth[(depth > 1e-3) & (depth < MAX_DEPTH)]
+        rmse.append(np.sqrt(((valid - mean) ** 2).mean()))
+        d1.append((np.maximum(valid / mean, mean / valid) < 1.25).mean())
+    return {"mean_depth": mean, "rmse": float(np.mean(rmse)), "d1": float(np.mean(d1))}

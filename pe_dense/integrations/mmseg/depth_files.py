@@ -52,13 +52,16 @@ def depth_picture(image: np.ndarray, depth: np.ndarray, low: float, high: float)
 
 def point_cloud(image: np.ndarray, depth: np.ndarray, focal: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Points (N, 3) in metres in the camera frame (x right, y down, z forward), their colours (N, 3)
-    uint8 and unit normals (N, 3), for the pixels with depth, through a pinhole camera with this focal
-    length (pixels) and the principal point at the image centre."""
+    uint8 and unit normals (N, 3) facing the camera, for the pixels with depth, through a pinhole camera
+    with this focal length (pixels) and the principal point at the image centre (kornia's unprojection,
+    pixel (u, v) at integer coordinates)."""
     height, width = depth.shape
-    camera = torch.tensor([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]], dtype=torch.float64)[None]
-    d = torch.from_numpy(depth.astype(np.float64))[None, None]
-    points = kornia.geometry.depth.depth_to_3d_v2(d[0, 0], camera[0]).reshape(-1, 3)
-    normals = kornia.geometry.depth.depth_to_normals(d, camera)[0].permute(1, 2, 0).reshape(-1, 3)
+    camera = torch.tensor([[[focal, 0, (width - 1) / 2], [0, focal, (height - 1) / 2], [0, 0, 1]]],
+                          dtype=torch.float64)
+    d = torch.from_numpy(depth.astype(np.float64))[None]
+    points = kornia.geometry.depth.depth_to_3d_v2(d, camera)[0].reshape(-1, 3)
+    normals = kornia.geometry.depth.depth_to_normals(d[:, None], camera)[0].permute(1, 2, 0).reshape(-1, 3)
+    normals = torch.where(((normals * points).sum(1, keepdim=True) > 0), -normals, normals)
     keep = (d.reshape(-1) > 0).numpy()
     return (points.numpy()[keep].astype(np.float32), image.reshape(-1, 3)[keep],
             normals.numpy()[keep].astype(np.float32))

@@ -26,8 +26,11 @@ class Predictor:
     """An mmseg config with its trained weights, in eval mode, taking RGB uint8 arrays.
 
     Images go through the config's test pipeline (resizing, padding to the patch size) without its
-    file loading, and predictions come back at the image's own size.
+    file loading, and predictions come back at the image's own size. ``task`` says which models a
+    subclass runs: ``"segmentation"`` or ``"depth"`` (a depth head).
     """
+
+    task = ""
 
     def __init__(self, config_file: str, weights: str, overrides: Optional[dict] = None, device: str = "cpu"):
         if not Path(config_file).is_file():
@@ -42,6 +45,9 @@ class Predictor:
         with warnings.catch_warnings():  # random weights (the checkpoint replaces them), mmseg's deprecation notes
             warnings.simplefilter("ignore")
             self.model = MODELS.build(cfg.model)
+        if isinstance(self.model.decode_head, DepthHead) != (self.task == "depth"):
+            raise ValueError(f"{config_file} is {'not ' if self.task == 'depth' else ''}a depth estimator: use "
+                             f"`pe-dense {'segment' if self.task == 'depth' else 'depth'}`")
         missing, unexpected = self.model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise CheckpointError(
@@ -51,7 +57,6 @@ class Predictor:
         self.cfg, self.checkpoint_meta = cfg, checkpoint.get("meta", {})
         steps = [step for step in cfg.test_dataloader.dataset.pipeline if not step["type"].startswith("Load")]
         self.pipeline = Compose([dict(type="LoadImageFromNDArray"), *steps])
-        self.is_depth = isinstance(self.model.decode_head, DepthHead)
 
     @torch.no_grad()
     def predict(self, image: np.ndarray):
@@ -64,10 +69,10 @@ class Segmenter(Predictor):
     """A trained segmenter: (H, W) class indices per image. The class names and palette are the
     checkpoint's (saved by training) or else the config's test dataset's."""
 
+    task = "segmentation"
+
     def __init__(self, config_file: str, weights: str, overrides: Optional[dict] = None, device: str = "cpu"):
         super().__init__(config_file, weights, overrides, device)
-        if self.is_depth:
-            raise ValueError(f"{config_file} is a depth estimator: use `pe-dense depth`")
         dataset = self.cfg.test_dataloader.dataset
         meta = self.checkpoint_meta.get("dataset_meta") or {
             **DATASETS.get(dataset.type).METAINFO, **dataset.get("metainfo", {})}
@@ -85,11 +90,10 @@ class DepthPredictor(Predictor):
     """A trained depth estimator: (H, W) depth in metres per image, within the head's
     [``min_depth``, ``max_depth``]."""
 
+    task = "depth"
+
     def __init__(self, config_file: str, weights: str, overrides: Optional[dict] = None, device: str = "cpu"):
         super().__init__(config_file, weights, overrides, device)
-        if not self.is_depth:
-            raise ValueError(f"{config_file} is not a depth estimator (its head is "
-                             f"{type(self.model.decode_head).__name__}): use `pe-dense segment`")
         self.min_depth, self.max_depth = self.model.decode_head.min_depth, self.model.decode_head.max_depth
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
