@@ -115,6 +115,9 @@ def estimate_depth_images(predictor: DepthPredictor, sources, out: Path, ply: bo
             write_ply(out / f"{name}.ply", *point_cloud(image, depth, f))
             entry.update(ply=f"{name}.ply", focal_length_px=round(f, 3))
         entries.append(entry)
-    return {"images": entries, "depth_png_scale": DEPTH_SCALE, "depth_range_m": [predictor.min_depth, predictor.max_depth],
-            "focal_length": None if not ply else "given (--focal)" if focal is not None else
-            "NYU-Depth-v2's camera scaled to the image width (518.86 px at 640)"}
+    manifest = {"images": entries, "depth_png_scale": DEPTH_SCALE,
+                "depth_range_m": [predictor.min_depth, predictor.max_depth]}
+    if ply:
+        manifest["focal_length"] = ("given" if focal is not None else
+                                    "NYU-Depth-v2's camera scaled to the image width (518.86 px at 640)")
+    return manifest
