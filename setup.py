@@ -80,8 +80,9 @@ setup(
                        "shapely"],
         # What mmcv 2.1.0 (with its ops), mmengine 0.10.7 and mmsegmentation 1.2.2 need besides OpenCV. The three
         # are installed with --no-deps (see the Makefile and README): they ask for opencv-python, which breaks
-        # the opencv-python-headless that pe_dense uses when both are installed.
-        "mmseg": ["addict", "yapf", "rich", "termcolor", "pyyaml", "prettytable", "ftfy", "regex"],
+        # the opencv-python-headless that pe_dense uses when both are installed. kornia: depth (gradient loss,
+        # point clouds).
+        "mmseg": ["addict", "yapf", "rich", "termcolor", "pyyaml", "prettytable", "ftfy", "regex", "kornia"],
         "sam": ["segment-anything", "sam2"],
         "align": ["segment-anything", "sam2", "tensorboard"],  # needs SAM2_BUILD_CUDA=0 --no-build-isolation
         "notebooks": ["jupyterlab"],

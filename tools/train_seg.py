@@ -31,7 +31,8 @@ from pe_dense.models import CheckpointError
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", required=True, help="mmseg config file (configs/segmentation/..., configs/depth/...)")
+    parser.add_argument("--config", required=True,
+                        help="mmseg config file (configs/segmentation/..., configs/depth/...)")
     parser.add_argument("--work-dir", help="where logs and checkpoints go (default: work_dirs/<config name>)")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE",
                         help="config overrides, e.g. model.backbone.weights=/path/PE-Spatial-B16-512.pt")

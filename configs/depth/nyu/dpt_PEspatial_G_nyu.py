@@ -1,11 +1,13 @@
-# NYU-Depth-v2 DPT fine-tuning of PE-Spatial-G14-448: blocks (12, 24, 36, 49) (of 50), drop path 0.4, activation checkpointing (our choice).
+# NYU-Depth-v2 DPT fine-tuning of PE-Spatial-G14-448: blocks (12, 24, 36, 49) (of 50), drop path 0.4, activation
+# checkpointing (our choice).
 # Patch 14: 480x480 crops and 480x640 test images are padded to multiples of 14 (depth 0 there).
 # PE-Spatial-G14-448 has no class token: the maps alone.
 # Settings and what is our choice: ../_base_/dpt.py and ../_base_/nyu.py.
 _base_ = ["../../_base_/mmseg_runtime.py", "../_base_/nyu.py", "../_base_/dpt.py"]
 model = dict(
     data_preprocessor=dict(size_divisor=14, test_cfg=dict(size_divisor=14)),
-    backbone=dict(model="PE-Spatial-G14-448", out_indices=(12, 24, 36, 49), drop_path_rate=0.4, output_cls_token=False, with_cp=True),
+    backbone=dict(model="PE-Spatial-G14-448", out_indices=(12, 24, 36, 49), drop_path_rate=0.4, output_cls_token=False,
+                  with_cp=True),
     decode_head=dict(in_channels=1536, post_process_channels=[192, 384, 768, 1536], readout_type="ignore"),
 )
 optim_wrapper = dict(paramwise_cfg=dict(num_layers=50))

@@ -136,9 +136,10 @@ class DPTDepthHead(DepthHead):
         **kwargs: as :class:`DepthHead`.
     """
 
-    def __init__(self, in_channels: int, channels: int = 256, post_process_channels: Sequence[int] = (96, 192, 384, 768),
-                 readout_type: str = "ignore", in_index: Sequence[int] = (0, 1, 2, 3),
-                 norm_cfg: dict = dict(type="BN"), act_cfg: dict = dict(type="ReLU"), **kwargs):
+    def __init__(self, in_channels: int, channels: int = 256,
+                 post_process_channels: Sequence[int] = (96, 192, 384, 768), readout_type: str = "ignore",
+                 in_index: Sequence[int] = (0, 1, 2, 3), norm_cfg: dict = dict(type="BN"),
+                 act_cfg: dict = dict(type="ReLU"), **kwargs):
         if len(in_index) != 4 or len(post_process_channels) != 4:
             raise ValueError("DPT reassembles four maps: in_index and post_process_channels need four entries")
         super().__init__([in_channels] * 4, channels, in_index=list(in_index), input_transform="multiple_select",

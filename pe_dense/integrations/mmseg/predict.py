@@ -45,9 +45,10 @@ class Predictor:
         with warnings.catch_warnings():  # random weights (the checkpoint replaces them), mmseg's deprecation notes
             warnings.simplefilter("ignore")
             self.model = MODELS.build(cfg.model)
-        if isinstance(self.model.decode_head, DepthHead) != (self.task == "depth"):
-            raise ValueError(f"{config_file} is {'not ' if self.task == 'depth' else ''}a depth estimator: use "
-                             f"`pe-dense {'segment' if self.task == 'depth' else 'depth'}`")
+        is_depth = isinstance(self.model.decode_head, DepthHead)
+        if is_depth != (self.task == "depth"):
+            raise ValueError(f"{config_file} is {'a' if is_depth else 'not a'} depth estimator: use "
+                             f"`pe-dense {'depth' if is_depth else 'segment'}`")
         missing, unexpected = self.model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise CheckpointError(
