@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -40,6 +41,27 @@ def _build(args):
     return encoder
 
 
+# ---------------------------------------------------------------- output folders
+def _check_out(out: Path, sources, fixed: Sequence[str], force: bool) -> None:
+    """The rule of every command that writes per-image results: ``--out`` is a writable folder (or can be
+    made), and results already in it, the command's own files (``fixed``) or files named after this
+    run's images, are replaced only with ``--force``. Checked before anything is built or written."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder")
+    existing_parent = next(p for p in (out, *out.parents) if p.exists())
+    if not os.access(existing_parent, os.W_OK):
+        raise UsageError(f"cannot write to {existing_parent}: permission denied")
+    if force or not out.is_dir():
+        return
+    names = [source.name for source in sources]
+    clash = sorted(p.name for p in out.iterdir() if p.name in fixed or any(
+        p.name.startswith((f"{name}.", f"{name}_")) for name in names))
+    if clash:
+        shown = ", ".join(clash[:6]) + (f", ... ({len(clash) - 6} more)" if len(clash) > 6 else "")
+        raise UsageError(f"{out} already holds results this run would replace ({shown}); pass --force to replace "
+                         "them")
+
+
 # ---------------------------------------------------------------- features
 def _features(args) -> int:
     from tqdm import tqdm
@@ -50,6 +72,7 @@ def _features(args) -> int:
     config = get_config(args.model)
     sources = find_images(args.images)
     size = parse_size(args.size, config.image_size)
+    _check_out(args.out, sources, ["features.json"], args.force)
     encoder = _build(args)
     encoder.grid_size(*size)  # fail before any work
     encoder.layer_index(args.layer)
@@ -80,6 +103,7 @@ def _viz(args) -> int:
     config = get_config(args.model)
     sources = find_images(args.images)
     size = parse_size(args.size, config.image_size)
+    _check_out(args.out, sources, ["viz.json"], args.force)
     encoder = _build(args)
     encoder.grid_size(*size)  # fail before any work
     written = write_pictures(encoder, sources, args.out, size=size, layers=args.layers, mode=args.mode, fit=args.fit,
@@ -139,6 +163,7 @@ def _detect(args) -> int:
     if not 0 <= args.score_threshold <= 1:
         raise UsageError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
     sources = find_images(args.images)
+    _check_out(args.out, sources, ["detect.json", "detections.json"], args.force)
     detector = Detector(str(args.config), args.weights, args.set, device=args.device)
     manifest = detect_images(detector, sources, args.out, args.score_threshold)
     manifest = {"config": str(args.config), "weights": args.weights, "overrides": args.set, **manifest}
@@ -174,9 +199,8 @@ def _mmseg_model(args, manifest_name: str):
     except ImportError as e:
         raise UsageError(f"{args.command} needs mmsegmentation, mmengine and mmcv (see the README): {e}") from None
     overrides = _config_overrides(args.set)
-    if (args.out / manifest_name).exists() and not args.force:
-        raise UsageError(f"{args.out} holds a previous run ({manifest_name}); pass --force to replace its files")
     sources = find_images(args.images)
+    _check_out(args.out, sources, [manifest_name], args.force)
     kind = predict.Segmenter if args.command == "segment" else predict.DepthPredictor
     return kind(str(args.config), args.weights, overrides, device=args.device), sources, overrides
 
@@ -271,6 +295,23 @@ def _add_model_arguments(p: argparse.ArgumentParser, example: str) -> None:
     p.add_argument("--device", default="cpu")
 
 
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Add each option's default to its help (in every command), where it has a meaningful one (not None,
+    False or empty) and the help does not already say it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                _show_defaults(command)
+        elif (action.option_strings and action.default not in (None, False, [], argparse.SUPPRESS)
+              and "default" not in (action.help or "")):
+            action.help = f"{action.help} (default: %(default)s)" if action.help else "default: %(default)s"
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true", help="replace results of a previous run in --out")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pe-dense", description="Dense features from Perception Encoder models.")
     parser.add_argument("--version", action="version", version=f"pe-dense {__version__}")
@@ -280,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_image_arguments(p)
     _add_model_arguments(p, "PE-Spatial-B16-512")
     p.add_argument("--layer", type=int, default=-1, help="block whose output to save (negative counts from the end)")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    _add_output_options(p)
     p.set_defaults(run=_features)
 
     p = commands.add_parser("viz", help="pictures of feature maps: PCA colours or token correspondence, per layer")
@@ -296,12 +337,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--mode corr: query pixel in the first image (default: its centre)")
     p.add_argument("--panel-height", type=_positive_int, default=300, metavar="PIXELS",
                    help="height of each picture in the side-by-side sweep (several --layers)")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    _add_output_options(p)
     p.set_defaults(run=_viz)
 
     p = commands.add_parser("track", help="track objects through a video by label propagation (DAVIS protocol)")
     p.add_argument("video", type=Path, metavar="VIDEO", help="video file (mp4, webm, mkv...) or folder of frames")
-    p.add_argument("--mask", type=Path, help="first-frame labels: indexed PNG (as DAVIS) or binary mask")
+    p.add_argument("--mask", type=Path, help="first-frame labels as a PNG: indexed (as DAVIS), binary (greyscale "
+                                              "with two values), greyscale or 16-bit label ids, or flat RGB "
+                                              "colours, one per object")
     p.add_argument("--box", type=_numbers(4, "box"), action="append", default=[], metavar="X0,Y0,X1,Y1",
                    help="object box in the first frame, segmented with SAM (repeat for more objects)")
     p.add_argument("--point", type=_numbers(2, "point"), action="append", default=[], metavar="X,Y",
@@ -329,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
     p.add_argument("--score-threshold", type=float, default=0.5, help="draw detections with at least this score")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    _add_output_options(p)
     p.set_defaults(run=_detect)
 
     p = commands.add_parser("segment", help="run a trained segmenter (mmsegmentation config) on images")
@@ -339,8 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", required=True, help="trained checkpoint (e.g. work_dirs/.../iter_1000.pth)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--force", action="store_true", help="replace the files of a previous run in --out")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    _add_output_options(p)
     p.set_defaults(run=_segment)
 
     p = commands.add_parser("depth", help="run a trained depth estimator (mmsegmentation config) on images")
@@ -353,8 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--focal", type=float, help="the point cloud camera's focal length in pixels (default: "
                                                "NYU-Depth-v2's, 518.86 px at 640 wide, scaled to the image width)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--force", action="store_true", help="replace the files of a previous run in --out")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    _add_output_options(p)
     p.set_defaults(run=_depth)
 
     p = commands.add_parser("convert", help="convert a checkpoint between official and timm layouts")
@@ -367,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("models", help="list the known PE vision models")
     p.set_defaults(run=_models)
+    _show_defaults(parser)
     return parser
 
 

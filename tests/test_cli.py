@@ -1,6 +1,7 @@
 """The pe-dense command, run in-process and once through the installed entry point."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +79,18 @@ def test_unreadable_image_fails_cleanly(tmp_path, capsys):
     assert "cannot read" in capsys.readouterr().err and not (tmp_path / "o" / "features.json").exists()
 
 
+def test_nan_weights_exit_2_naming_the_checkpoint_before_any_output(tmp_path, t16_weights, capsys):
+    state = torch.load(t16_weights, weights_only=True)
+    state["transformer.resblocks.0.attn.in_proj_weight"].fill_(float("nan"))
+    nan = tmp_path / "nan.pt"
+    torch.save(state, nan)
+    out = tmp_path / "out"
+    assert main(["features", "sample:coffee", "--model", MODEL, "--weights", str(nan), "--size", "64",
+                 "--out", str(out)]) == 2
+    assert f"{nan} holds NaN or infinite values" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_convert_round_trip_and_refusal_to_overwrite(tmp_path, t16_weights, capsys):
     timm_file, back = tmp_path / "timm.safetensors", tmp_path / "back.pt"
     assert main(["convert", str(t16_weights), str(timm_file), "--to", "timm"]) == 0
@@ -110,3 +123,58 @@ def test_batch_size_must_be_positive(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["features", "sample:coffee", "--model", MODEL, "--batch-size", "0", "--out", str(tmp_path)])
     assert exit_info.value.code == 2 and "expected a positive integer, got '0'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command, options", [
+    ("features", ["--batch-size", "--precision", "--device"]),
+    ("viz", ["--layers", "--mode", "--fit"]),
+    ("track", ["--short-side", "--context", "--radius", "--topk", "--temperature"]),
+    ("detect", ["--score-threshold"]),
+    ("convert", ["--to"]),
+])
+def test_help_shows_the_defaults(command, options, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # unwrapped
+    for option in options:
+        section = text.split(f" {option} ", 1)[1].split(" --", 1)[0]
+        assert "default" in section, (option, section)
+
+
+@pytest.mark.parametrize("command, manifest", [("features", "features.json"), ("viz", "viz.json")])
+def test_results_are_replaced_only_with_force(tmp_path, t16_weights, capsys, command, manifest):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")  # files not named after the run's images are not in the way
+    argv = [command, "sample:coffee", "--model", MODEL, "--weights", str(t16_weights), "--size", "64",
+            "--out", str(out)]
+    assert main(argv) == 0
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert manifest in before
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "already holds results this run would replace" in err and manifest in err and "--force" in err
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # untouched
+    assert main([*argv, "--force"]) == 0
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_out_naming_a_file_is_refused_before_any_work(tmp_path, capsys):
+    target = tmp_path / "results"
+    target.write_text("not a folder")
+    assert main(["features", "sample:coffee", "--model", MODEL, "--size", "64", "--out", str(target)]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err and target.read_text() == "not a folder"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only folders")
+def test_read_only_out_is_refused_before_any_work(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        assert main(["features", "sample:coffee", "--model", MODEL, "--size", "64", "--out",
+                     str(locked / "out")]) == 2
+        assert "permission denied" in capsys.readouterr().err
+    finally:
+        locked.chmod(0o700)

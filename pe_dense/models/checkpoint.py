@@ -182,7 +182,11 @@ def adapt_to_model(state: StateDict, model) -> tuple[StateDict, list[str]]:
         state["positional_embedding"] = torch.cat([table.new_zeros(1, table.shape[1]), table])
         notes.append("positional_embedding has no class row (the class token is dropped): a zero row added")
     kernel = state.get("conv1.weight")
-    if kernel is not None and kernel.ndim == 4 and kernel.shape[-1] != model.patch_size:
+    released = (model.config.patch_size,) * 2
+    if (kernel is not None and kernel.ndim == 4 and model.patch_size != model.config.patch_size
+            and tuple(kernel.shape[-2:]) == released):
+        # Only the released kernel is resized, and only for a model built with another patch size (ViTDet
+        # runs patch-14 models at 16); any other kernel shape is a mismatch that compare() reports.
         state["conv1.weight"] = resize_patch_embed(kernel, model.patch_size)
         notes.append(f"conv1.weight resized from {kernel.shape[-1]}px to {model.patch_size}px patches")
     if dropped_cls and state.pop("class_embedding", None) is not None:
@@ -256,6 +260,10 @@ def load_weights(
         guesses = [g for g in guess_configs(state) if g != model.config.name]
         hint = f"\n  the checkpoint looks like: {', '.join(guesses)}" if guesses else ""
         raise CheckpointError(f"{source} does not fit {model.config.name}:\n{report}{hint}")
+    broken = [key for key, value in state.items() if value.is_floating_point() and not value.isfinite().all()]
+    if broken:  # a damaged or diverged checkpoint: every output would be NaN
+        shown = ", ".join(broken[:5]) + (f", ... ({len(broken) - 5} more)" if len(broken) > 5 else "")
+        raise CheckpointError(f"{source} holds NaN or infinite values in {len(broken)} tensor(s): {shown}")
     expected = model.state_dict()
     with torch.no_grad():
         for key, value in state.items():

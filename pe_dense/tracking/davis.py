@@ -29,12 +29,21 @@ def davis_palette() -> np.ndarray:
     return palette
 
 
+MAX_SOFT_LEVELS = 32  # more distinct grey levels or colours than this: a soft or lossy mask, not labels
+
+
 def read_label_png(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
     """(labels (H, W) uint8, palette (N, 3) uint8) from a label image.
 
-    Indexed PNGs (as DAVIS ships them) keep their values and palette; every value must have a
-    palette entry. A greyscale or 1-bit image is a binary mask (non-zero = object 1) unless it
-    already holds small label ids. RGB masks give one label per distinct non-black colour.
+    - Indexed PNGs (as DAVIS ships them) keep their values and palette; every value must have a
+      palette entry.
+    - Greyscale, 1-bit and 16-bit images: two values are a binary mask (non-zero = object 1); more are
+      label ids, renumbered 1..N in increasing order where they exceed 255 (e.g. 0/1000/2000).
+    - RGB images give one label per distinct non-black colour.
+
+    Refused, with the reason: JPEG masks (lossy compression invents values at every edge), more than
+    255 objects, and greyscale or colour masks with more than :data:`MAX_SOFT_LEVELS` values, which
+    are soft (anti-aliased or resampled edges) rather than label ids: use an indexed PNG for more.
     """
     try:
         with Image.open(path) as image:
@@ -43,6 +52,9 @@ def read_label_png(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
         raise FileNotFoundError(f"mask '{path}' does not exist") from None
     except (UnidentifiedImageError, OSError) as e:
         raise ValueError(f"cannot read mask '{path}' ({e})") from None
+    if image.format == "JPEG":
+        raise ValueError(f"mask '{path}' is a JPEG: lossy compression changes the values at every edge; save "
+                         "masks as PNG")
     if image.mode == "P":
         labels = np.asarray(image, dtype=np.uint8)
         palette = np.asarray(image.getpalette() or [], dtype=np.uint8).reshape(-1, 3)
@@ -53,17 +65,28 @@ def read_label_png(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
         return labels, palette
     if image.mode in ("1", "L", "I;16", "I"):
         values = np.asarray(image)
-        present = np.unique(values)
-        if len(present) <= 2 or present.max() > 255:  # binary (0/255, 0/1, 0/65535...)
+        present, inverse = np.unique(values, return_inverse=True)
+        if len(present) <= 2:  # binary (0/255, 0/1, 0/65535...)
             return (values > 0).astype(np.uint8), davis_palette()
-        return values.astype(np.uint8), davis_palette()
+        objects = len(present) - int(present[0] == 0)
+        if objects > 255:
+            raise ValueError(f"mask '{path}' has {objects} label values besides the background: more objects than "
+                             "a label PNG holds (255)")
+        if len(present) > MAX_SOFT_LEVELS:
+            raise ValueError(f"mask '{path}' has {len(present)} grey levels: an anti-aliased or resampled binary "
+                             "mask, not label ids; threshold it (e.g. values > 127) or save an indexed PNG")
+        if present.max() <= 255:
+            return values.astype(np.uint8), davis_palette()
+        rank = np.arange(len(present)) + (0 if present[0] == 0 else 1)  # keep 0 as the background
+        return rank[inverse.reshape(values.shape)].astype(np.uint8), davis_palette()
     if image.mode in ("RGB", "RGBA"):
         rgb = np.asarray(image.convert("RGB"))
         colors, inverse = np.unique(rgb.reshape(-1, 3), axis=0, return_inverse=True)
         black = np.flatnonzero((colors == 0).all(axis=1))
+        if len(colors) > MAX_SOFT_LEVELS:
+            raise ValueError(f"mask '{path}' has {len(colors)} colours: a photo or an anti-aliased drawing, not a "
+                             "label mask; save one flat colour per object as PNG")
         order = np.concatenate([black, np.setdiff1d(np.arange(len(colors)), black)])
-        if len(colors) + (0 if len(black) else 1) > 256:
-            raise ValueError(f"mask '{path}' has {len(colors)} colours; a label mask has at most 256")
         rank = np.empty(len(colors), dtype=np.uint8)
         rank[order] = np.arange(len(colors))
         palette = colors[order] if len(black) else np.concatenate([[[0, 0, 0]], colors[order]]).astype(np.uint8)

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -109,6 +110,8 @@ def track_video(
     width, height = frames.first().size  # check the mask before anything is written
     if labels.shape != (height, width):
         raise ValueError(f"the mask is {labels.shape[1]}x{labels.shape[0]} but the video is {width}x{height}")
+    if not labels.any():
+        warnings.warn("the first-frame mask has no object (all background): every frame will be background")
     if (out / SUMMARY).exists():
         if resume:
             return json.loads((out / SUMMARY).read_text())

@@ -152,6 +152,46 @@ def test_shape_mismatch_names_the_problem_and_the_likely_model(tmp_path):
     _assert_same_params(target, before)
 
 
+@pytest.mark.parametrize("kernel", [(3, 3), (16, 15), (14, 14)])
+def test_a_patch_kernel_of_another_shape_is_a_mismatch_not_resized(tmp_path, kernel):
+    source = build_encoder("PE-Spatial-T16-512")
+    state = source.state_dict()
+    state["conv1.weight"] = torch.randn(192, 3, *kernel)
+    path = tmp_path / "odd.pt"
+    torch.save(state, path)
+    target = build_encoder("PE-Spatial-T16-512")
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(CheckpointError, match=rf"conv1.weight: checkpoint \(192, 3, {kernel[0]}, {kernel[1]}\) vs model "
+                                              r"\(192, 3, 16, 16\)"):
+        load_weights(target, path, strict=False)
+    _assert_same_params(target, before)
+
+
+def test_the_released_kernel_is_resized_for_a_model_built_with_another_patch_size(tmp_path):
+    config = get_config("PE-Spatial-L14-448").replace(depth=1, image_size=56)
+    released = randomize_(build_encoder(config), seed=3)
+    path = tmp_path / "l14.pt"
+    torch.save(released.state_dict(), path)
+    model = build_encoder(config, patch_size=16)
+    report = load_weights(model, path)
+    assert any("resized from 14px to 16px" in note for note in report.adapted)
+    assert model.conv1.weight.shape[-2:] == (16, 16)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_or_infinite_weights_are_refused_naming_the_checkpoint(tmp_path, core_config, source, bad):
+    state = source.state_dict()
+    state["transformer.resblocks.1.mlp.c_fc.weight"][3, 4] = bad
+    path = tmp_path / "diverged.pt"
+    torch.save(state, path)
+    model = build_encoder(core_config)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match=rf"{path} holds NaN or infinite values in 1 tensor\(s\): "
+                                              r"transformer.resblocks.1.mlp.c_fc.weight"):
+        load_weights(model, path)
+    _assert_same_params(model, before)
+
+
 def test_missing_and_unexpected_keys_strict_and_lenient(core_config, source):
     state = source.state_dict()
     del state["attn_pool.probe"]

@@ -208,6 +208,50 @@ def test_binary_and_rgb_masks(tmp_path):
     assert [palette[labels[0, 0]].tolist(), palette[labels[12, 12]].tolist()] == [[0, 0, 255], [255, 0, 0]]
 
 
+def test_16_bit_label_masks_are_renumbered_and_too_many_labels_refused(tmp_path):
+    labels = np.zeros((20, 30), dtype=np.uint16)
+    labels[2:6, 2:6], labels[10:14, 10:14] = 1000, 2000
+    Image.fromarray(labels).save(tmp_path / "sparse.png")
+    read, _ = read_label_png(tmp_path / "sparse.png")
+    assert read[3, 3] == 1 and read[12, 12] == 2 and read[0, 0] == 0 and set(np.unique(read)) == {0, 1, 2}
+    many = np.arange(20 * 30, dtype=np.uint16).reshape(20, 30) % 301  # 300 objects and the background
+    Image.fromarray(many).save(tmp_path / "many.png")
+    with pytest.raises(ValueError, match=r"has 300 label values besides the background: more objects .* \(255\)"):
+        read_label_png(tmp_path / "many.png")
+
+
+def soft_disc(size=40):
+    yy, xx = np.mgrid[:size, :size]
+    return np.clip((12 - np.hypot(yy - 20, xx - 20)) * 20 + 128, 0, 255).astype(np.uint8)  # anti-aliased edge
+
+
+def test_soft_and_lossy_masks_are_refused_with_the_reason(tmp_path):
+    Image.fromarray(soft_disc()).save(tmp_path / "soft.png")
+    with pytest.raises(ValueError, match="grey levels: an anti-aliased or resampled binary mask"):
+        read_label_png(tmp_path / "soft.png")
+    Image.fromarray((soft_disc() > 127).astype(np.uint8) * 255).save(tmp_path / "mask.jpg", quality=90)
+    with pytest.raises(ValueError, match="is a JPEG"):
+        read_label_png(tmp_path / "mask.jpg")
+    Image.fromarray(np.stack([soft_disc()] * 3, -1)).save(tmp_path / "soft_rgb.png")
+    with pytest.raises(ValueError, match="colours: a photo or an anti-aliased drawing"):
+        read_label_png(tmp_path / "soft_rgb.png")
+    ids = np.zeros((20, 30), dtype=np.uint8)
+    ids[:5], ids[10:] = 3, 7  # a few small label ids stay as they are
+    Image.fromarray(ids).save(tmp_path / "ids.png")
+    assert set(np.unique(read_label_png(tmp_path / "ids.png")[0])) == {0, 3, 7}
+
+
+def test_an_empty_first_mask_warns(tmp_path, shapes):
+    frames, labels = shapes
+    video = tmp_path / "frames"
+    video.mkdir()
+    for i in range(2):
+        Image.fromarray(frames[i]).save(video / f"{i}.png")
+    with pytest.warns(UserWarning, match="no object"):
+        track_video(stub_tracker(), video, (np.zeros_like(labels[0]), davis_palette()), tmp_path / "out",
+                    progress=False)
+
+
 class FakePredictor:
     """Duck-types segment_anything.SamPredictor: masks are the prompt's box (or a disk at the point)."""
 
