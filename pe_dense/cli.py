@@ -16,6 +16,7 @@ from . import __version__
 from .atomic_files import atomic_output
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # as a shell reports Ctrl-C
 
 
 class UsageError(Exception):
@@ -292,7 +293,7 @@ def _add_model_arguments(p: argparse.ArgumentParser, example: str) -> None:
     p.add_argument("--weights", help="checkpoint file, 'hub' for the released weights, or hf://repo:file; "
                                      "random weights if omitted")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=_device, default="cpu")
 
 
 def _show_defaults(parser: argparse.ArgumentParser) -> None:
@@ -305,6 +306,23 @@ def _show_defaults(parser: argparse.ArgumentParser) -> None:
         elif (action.option_strings and action.default not in (None, False, [], argparse.SUPPRESS)
               and "default" not in (action.help or "")):
             action.help = f"{action.help} (default: %(default)s)" if action.help else "default: %(default)s"
+
+
+def _device(spec: str) -> str:
+    """``--device``: a device torch knows and this machine has."""
+    import torch
+
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"'{spec}' is not a device (cpu, cuda, cuda:1, mps)") from None
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"'{spec}': this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"'{spec}': no CUDA device is available on this machine")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"'{spec}': MPS is not available on this machine")
+    return spec
 
 
 def _add_output_options(p: argparse.ArgumentParser) -> None:
@@ -371,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "or hf://repo:file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
     p.add_argument("--score-threshold", type=float, default=0.5, help="draw detections with at least this score")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=_device, default="cpu")
     _add_output_options(p)
     p.set_defaults(run=_detect)
 
@@ -381,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                               "configs/segmentation/scenes/upernet_PEspatial_T_scenes.py")
     p.add_argument("--weights", required=True, help="trained checkpoint (e.g. work_dirs/.../iter_1000.pth)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=_device, default="cpu")
     _add_output_options(p)
     p.set_defaults(run=_segment)
 
@@ -394,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ply", action="store_true", help="also write each image's point cloud (binary PLY)")
     p.add_argument("--focal", type=float, help="the point cloud camera's focal length in pixels (default: "
                                                "NYU-Depth-v2's, 518.86 px at 640 wide, scaled to the image width)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=_device, default="cpu")
     _add_output_options(p)
     p.set_defaults(run=_depth)
 
@@ -421,6 +439,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (UsageError, ValueError, FileNotFoundError, CheckpointError, ImportError) as e:
         print(f"pe-dense {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        resume = " (run it again with --resume to continue)" if args.command == "track" else ""
+        print(f"pe-dense {args.command}: interrupted{resume}", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -178,3 +178,40 @@ def test_read_only_out_is_refused_before_any_work(tmp_path, capsys):
         assert "permission denied" in capsys.readouterr().err
     finally:
         locked.chmod(0o700)
+
+
+@pytest.mark.parametrize("device, message", [("gpu0", "is not a device"), ("cuda:99", "CUDA device")])
+def test_a_device_this_machine_lacks_is_a_usage_error(tmp_path, capsys, device, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["features", "sample:coffee", "--model", MODEL, "--device", device, "--out", str(tmp_path / "o")])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("command, hint", [("features", ""), ("track", "--resume")])
+def test_ctrl_c_says_interrupted(monkeypatch, tmp_path, capsys, command, hint):
+    import pe_dense.cli as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, f"_{command}", interrupted)
+    argv = {"features": ["features", "sample:coffee", "--model", MODEL, "--out", str(tmp_path)],
+            "track": ["track", "video.mp4", "--mask", "m.png", "--model", MODEL, "--out", str(tmp_path)]}[command]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert f"pe-dense {command}: interrupted" in err and hint in err
+
+
+def test_an_image_over_the_pixel_limit_says_how_to_allow_it(monkeypatch, tmp_path, capsys):
+    from PIL import Image as PILImage
+
+    big = tmp_path / "big.png"
+    Image.new("RGB", (100, 100)).save(big)
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1000)  # 10000 pixels is over twice the limit
+    assert main(["features", str(big), "--model", MODEL, "--size", "64", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "too large to open safely" in err and "10000 pixels" in err and "PE_DENSE_MAX_IMAGE_PIXELS" in err
+    monkeypatch.setenv("PE_DENSE_MAX_IMAGE_PIXELS", "0")
+    assert main(["features", str(big), "--model", MODEL, "--size", "64", "--out", str(tmp_path / "o")]) == 0
+    assert PILImage.MAX_IMAGE_PIXELS == 1000  # the limit is back

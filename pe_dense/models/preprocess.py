@@ -13,15 +13,31 @@ ImageLike = Union[Image.Image, np.ndarray, str, os.PathLike]
 Size = Union[int, tuple[int, int]]
 
 
+MAX_PIXELS_VARIABLE = "PE_DENSE_MAX_IMAGE_PIXELS"
+
+
 def load_image(path: Union[str, os.PathLike]) -> Image.Image:
-    """An RGB PIL image from a file, with a clear error for files that are not images."""
+    """An RGB PIL image from a file, with a clear error for files that are not images.
+
+    Pillow refuses images of more than twice ``PIL.Image.MAX_IMAGE_PIXELS`` (a guard against
+    decompression bombs); ``$PE_DENSE_MAX_IMAGE_PIXELS`` sets that limit (0: none) for trusted files.
+    """
+    limit = os.environ.get(MAX_PIXELS_VARIABLE)
+    default_limit = Image.MAX_IMAGE_PIXELS
     try:
+        if limit is not None:
+            Image.MAX_IMAGE_PIXELS = int(limit) or None
         with Image.open(path) as image:
             return image.convert("RGB")
     except FileNotFoundError:
         raise FileNotFoundError(f"image '{path}' does not exist") from None
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"'{path}' is too large to open safely ({e}); if you trust the file, raise the limit with "
+                         f"{MAX_PIXELS_VARIABLE}=<pixels> (0: no limit)") from None
     except (UnidentifiedImageError, OSError) as e:
         raise ValueError(f"cannot read '{path}' as an image ({e})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = default_limit
 
 
 def to_pil(image: ImageLike) -> Image.Image:
