@@ -129,6 +129,9 @@ def _track(args) -> int:
         raise UsageError("give the first-frame labels either as --mask or as --box/--point prompts")
     if (args.box or args.point) and args.sam_checkpoint is None:
         raise UsageError("--box/--point prompts need --sam-checkpoint (a Segment Anything checkpoint)")
+    if args.resume and not args.weights:
+        raise UsageError("--resume needs --weights: without them every run draws other random weights, so the "
+                         "resumed frames would come from another model")
     config = PropagationConfig(context=args.context, temperature=args.temperature, radius=args.radius,
                                topk=args.topk)
     mask = args.mask

@@ -51,6 +51,13 @@ def _check_maps(target: torch.Tensor, sources: Sequence[torch.Tensor], labels: S
                              f"got {tuple(soft.shape)}")
 
 
+def corner_view(h: int, w: int, radius: int) -> int:
+    """How many tokens of one (h, w) source a corner token sees within ``radius`` (0: the whole frame):
+    the fewest of any token, so the most ``topk`` can be with a single source."""
+    radius = radius if radius > 0 else max(h, w)
+    return min(radius + 1, h) * min(radius + 1, w)
+
+
 def propagate_labels(
     target: torch.Tensor,
     sources: Sequence[torch.Tensor],
@@ -70,7 +77,7 @@ def propagate_labels(
     h, w, _ = target.shape
     radius = radius if radius > 0 else max(h, w)
     tile = min(tile, h, w) if radius < max(h, w) else max(h, w)  # no restriction: one tile is the frame
-    if topk > len(sources) * min(radius + 1, h) * min(radius + 1, w):
+    if topk > len(sources) * corner_view(h, w, radius):
         raise ValueError(f"topk={topk} exceeds the sources some tokens can see")
     out = target.new_empty(h, w, labels[0].shape[2])
     rows = torch.arange(h, device=target.device)

@@ -47,6 +47,13 @@ def _write_json(path: Path, data: dict) -> None:
         tmp.write_text(json.dumps(data, indent=2))
 
 
+def _check_unchanged(saved: dict, settings: dict, problem: str) -> None:
+    changed = sorted(k for k in settings if saved.get(k) != settings[k])
+    if changed:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {settings.get(k)!r}" for k in changed)
+        raise ValueError(f"{problem} ({details})")
+
+
 class _State:
     """The soft labels of recent frames on disk, plus the settings of the run they belong to."""
 
@@ -62,11 +69,7 @@ class _State:
             return 1
         if not run_file.is_file():
             raise ValueError(f"nothing to resume in {self.dir.parent} (no {STATE_DIR}/run.json)")
-        saved = json.loads(run_file.read_text())
-        changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
-        if changed:
-            details = ", ".join(f"{k}: {saved.get(k)!r} -> {settings.get(k)!r}" for k in changed)
-            raise ValueError(f"cannot resume with different settings ({details})")
+        _check_unchanged(json.loads(run_file.read_text()), settings, "cannot resume with different settings")
         done = [int(p.stem.split("_")[1]) for p in self.dir.glob("soft_*.npy")]
         return max(done, default=0) + 1
 
@@ -110,16 +113,19 @@ def track_video(
     width, height = frames.first().size  # check the mask before anything is written
     if labels.shape != (height, width):
         raise ValueError(f"the mask is {labels.shape[1]}x{labels.shape[0]} but the video is {width}x{height}")
+    tracker.check_frame_size(width, height)
     if not labels.any():
         warnings.warn("the first-frame mask has no object (all background): every frame will be background")
+    settings = {**(settings or {}), "video": str(Path(video).resolve()), "short_side": tracker.short_side,
+                "propagation": vars(tracker.config), "labels_sha": _digest(labels)}
     if (out / SUMMARY).exists():
         if resume:
-            return json.loads((out / SUMMARY).read_text())
+            finished = json.loads((out / SUMMARY).read_text())
+            _check_unchanged(finished, settings, f"{out} holds a run finished with other settings")
+            return finished
         raise ValueError(f"{out} already holds a finished tracking run; choose another output folder")
     if (out / STATE_DIR).exists() and not resume:
         raise ValueError(f"{out} holds an interrupted tracking run; pass resume (--resume) to continue it")
-    settings = {**(settings or {}), "video": str(Path(video).resolve()), "short_side": tracker.short_side,
-                "propagation": vars(tracker.config), "labels_sha": _digest(labels)}
     out.mkdir(parents=True, exist_ok=True)
     state = _State(out)
     start = state.start(settings, resume)

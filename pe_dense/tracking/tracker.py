@@ -12,7 +12,7 @@ from PIL import Image
 
 from ..feature_extraction import PRECISIONS
 from ..models.preprocess import preprocess
-from .propagation import LabelPropagator, PropagationConfig, labels_at_pixels, one_hot_labels
+from .propagation import LabelPropagator, PropagationConfig, corner_view, labels_at_pixels, one_hot_labels
 
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]  # (1, 3, H, W) in [-1, 1] -> (1, C, H/p, W/p)
 
@@ -59,6 +59,17 @@ class VideoTracker:
         scale = self.short_side / min(width, height)
         p = self.patch_size
         return max(p, round(height * scale / p) * p), max(p, round(width * scale / p) * p)
+
+    def check_frame_size(self, width: int, height: int) -> None:
+        """Fail before any output on settings the first propagated frame would refuse: ``topk`` beyond
+        what a corner token sees in the first frame at this frame size."""
+        h, w = (side // self.patch_size for side in self.input_size(width, height))
+        visible = corner_view(h, w, self.config.radius)
+        if self.config.topk > visible:
+            raise ValueError(
+                f"topk={self.config.topk} is more than the {visible} tokens a corner token sees in the first frame "
+                f"({w}x{h} tokens at short side {self.short_side}, radius {self.config.radius}): lower topk or "
+                "raise the short side or the radius")
 
     def _features(self, image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
         batch = preprocess(image, size)[None].to(self.device)

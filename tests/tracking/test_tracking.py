@@ -17,6 +17,7 @@ from pe_dense.cli import main
 from pe_dense.data.moving_shapes import render_moving_shapes, write_moving_shapes
 from pe_dense.tracking import (
     DavisLayout,
+    PropagationConfig,
     Statistics,
     VideoFrames,
     VideoTracker,
@@ -124,6 +125,20 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, shapes):
     assert len(list(VideoFrames(out / "overlay.mp4"))) == 14
     with pytest.raises(ValueError, match="finished tracking run"):
         track_video(stub_tracker(), video, mask, out, progress=False)
+    assert track_video(stub_tracker(), video, mask, out, resume=True, progress=False) == summary
+    with pytest.raises(ValueError, match=r"finished with other settings \(short_side: 240 -> 200\)"):
+        track_video(stub_tracker(short_side=200), video, mask, out, resume=True, progress=False)
+
+
+def test_settings_the_first_frame_would_refuse_fail_before_any_output(tmp_path, shapes):
+    frames, labels = shapes
+    video = tmp_path / "frames"
+    video.mkdir()
+    Image.fromarray(frames[0]).save(video / "0.png")
+    tracker = VideoTracker(colour_position_features, PATCH, PropagationConfig(topk=30, radius=2), short_side=16)
+    with pytest.raises(ValueError, match=r"topk=30 is more than the 9 tokens a corner token sees"):
+        track_video(tracker, video, (labels[0], davis_palette()), tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 def test_video_file_round_trip_and_palette_outputs(tmp_path, shapes):
@@ -326,3 +341,7 @@ def test_cli_usage_errors(tmp_path, capsys):
     assert main(["track", str(tmp_path), "--box", "1,2,3,4", "--model", "PE-Spatial-T16-512",
                  "--out", str(tmp_path / "o")]) == 2
     assert "--sam-checkpoint" in capsys.readouterr().err
+    assert main(["track", str(tmp_path), "--mask", "m.png", "--resume", "--model", "PE-Spatial-T16-512",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "--resume needs --weights" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
