@@ -161,8 +161,8 @@ def test_a_patch_kernel_of_another_shape_is_a_mismatch_not_resized(tmp_path, ker
     torch.save(state, path)
     target = build_encoder("PE-Spatial-T16-512")
     before = {k: v.clone() for k, v in target.state_dict().items()}
-    with pytest.raises(CheckpointError, match=rf"conv1.weight: checkpoint \(192, 3, {kernel[0]}, {kernel[1]}\) vs model "
-                                              r"\(192, 3, 16, 16\)"):
+    expected = rf"conv1.weight: checkpoint \(192, 3, {kernel[0]}, {kernel[1]}\) vs model \(192, 3, 16, 16\)"
+    with pytest.raises(CheckpointError, match=expected):
         load_weights(target, path, strict=False)
     _assert_same_params(target, before)
 
