@@ -42,6 +42,18 @@ def _build(args):
     return encoder
 
 
+def _warn_if_huge(config, size: tuple[int, int], batch_size: int) -> None:
+    """A loud note when the input has far more tokens than the model was trained at: attention grows
+    with the square of the token count, so such a run can take very long with no output."""
+    tokens = (size[0] // config.patch_size) * (size[1] // config.patch_size)
+    native = config.grid_size**2
+    if tokens > 16 * native:
+        activations = batch_size * tokens * config.mlp_width * 8 / 2**30  # the MLP's hidden layer, float32, x2
+        _shout(f"NOTE: {size[0]}x{size[1]} is {tokens} tokens, {tokens / native:.0f}x the {native} {config.name} was "
+               f"trained at: about {(tokens / native) ** 2:.0f}x the attention work of the native size per image, "
+               f"and {activations:.1f} GiB of activations per batch of {batch_size}; this may take very long")
+
+
 # ---------------------------------------------------------------- output folders
 def _check_out(out: Path, sources, fixed: Sequence[str], force: bool) -> None:
     """The rule of every command that writes per-image results: ``--out`` is a writable folder (or can be
@@ -74,6 +86,7 @@ def _features(args) -> int:
     sources = find_images(args.images)
     size = parse_size(args.size, config.image_size)
     _check_out(args.out, sources, ["features.json"], args.force)
+    _warn_if_huge(config, size, args.batch_size)
     encoder = _build(args)
     encoder.grid_size(*size)  # fail before any work
     encoder.layer_index(args.layer)
@@ -105,6 +118,7 @@ def _viz(args) -> int:
     sources = find_images(args.images)
     size = parse_size(args.size, config.image_size)
     _check_out(args.out, sources, ["viz.json"], args.force)
+    _warn_if_huge(config, size, args.batch_size)
     encoder = _build(args)
     encoder.grid_size(*size)  # fail before any work
     written = write_pictures(encoder, sources, args.out, size=size, layers=args.layers, mode=args.mode, fit=args.fit,
@@ -255,8 +269,14 @@ def _numbers(count: int, kind: str):
 def _convert(args) -> int:
     from .models import official_to_timm, read_checkpoint, save_state_dict, to_official
 
+    if args.output.is_dir():
+        raise UsageError(f"{args.output} is a folder; name the output file (.pt, .pth or .safetensors)")
     if args.output.exists() and not args.force:
         raise UsageError(f"{args.output} exists; pass --force to replace it")
+    if not args.output.parent.is_dir():
+        raise UsageError(f"the folder {args.output.parent} does not exist")
+    if not os.access(args.output.parent, os.W_OK):
+        raise UsageError(f"cannot write to {args.output.parent}: permission denied")
     state, ignored = to_official(read_checkpoint(args.input), args.prefix)
     if args.to == "timm":
         state = official_to_timm(state)

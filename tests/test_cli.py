@@ -100,6 +100,11 @@ def test_convert_round_trip_and_refusal_to_overwrite(tmp_path, t16_weights, caps
     assert all(torch.equal(read_checkpoint(back)[k], v) for k, v in original.items())
     assert main(["convert", str(t16_weights), str(back)]) == 2
     assert "exists; pass --force" in capsys.readouterr().err
+    assert main(["convert", str(t16_weights), str(tmp_path / "missing" / "x.pt")]) == 2
+    assert "missing does not exist" in capsys.readouterr().err
+    assert main(["convert", str(t16_weights), str(tmp_path), "--force"]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["back.pt", "timm.safetensors"]
 
 
 def test_models_lists_every_config(capsys):
@@ -215,3 +220,19 @@ def test_an_image_over_the_pixel_limit_says_how_to_allow_it(monkeypatch, tmp_pat
     monkeypatch.setenv("PE_DENSE_MAX_IMAGE_PIXELS", "0")
     assert main(["features", str(big), "--model", MODEL, "--size", "64", "--out", str(tmp_path / "o")]) == 0
     assert PILImage.MAX_IMAGE_PIXELS == 1000  # the limit is back
+
+
+def test_a_huge_input_size_is_announced_before_the_work(monkeypatch, tmp_path, capsys):
+    import pe_dense.cli as cli
+
+    def stop(args):  # the warning comes before the model is built
+        raise cli.UsageError("stopped")
+
+    monkeypatch.setattr(cli, "_build", stop)
+    assert main(["features", "sample:coffee", "--model", MODEL, "--size", "8192", "--batch-size", "1",
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "8192x8192 is 262144 tokens, 256x the 1024 PE-Spatial-T16-512 was trained at" in err
+    assert "65536x the attention work" in err and "1.5 GiB" in err
+    assert main(["features", "sample:coffee", "--model", MODEL, "--size", "1024", "--out", str(tmp_path / "o")]) == 2
+    assert "NOTE" not in capsys.readouterr().err

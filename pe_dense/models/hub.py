@@ -7,8 +7,10 @@ Released weights live at ``facebook/<NAME>`` as ``<NAME>.pt``. Downloads go thro
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Optional, Union
+from urllib.parse import urlparse
 
 WEIGHTS_DIR_ENV = "PE_DENSE_WEIGHTS"  # folder searched first for <NAME>.pt / <NAME>.safetensors / <NAME>.pth
 CACHE_DIR_ENV = "PE_DENSE_CACHE"  # where hub downloads go (default: huggingface_hub's own cache)
@@ -64,8 +66,14 @@ def _download(repo: str, filename: str) -> Path:
             f"huggingface_hub is not installed, so {repo}/{filename} cannot be downloaded; "
             f"pip install huggingface_hub, or pass weights='/path/to/{filename}'"
         ) from None
+    cache = os.environ.get(CACHE_DIR_ENV)
     try:
-        return Path(hf_hub_download(repo_id=repo, filename=filename, cache_dir=os.environ.get(CACHE_DIR_ENV)))
+        return Path(hf_hub_download(repo_id=repo, filename=filename, cache_dir=cache, local_files_only=True))
+    except Exception:  # not cached yet
+        pass
+    try:
+        _check_hub_reachable()
+        return Path(hf_hub_download(repo_id=repo, filename=filename, cache_dir=cache))
     except Exception as e:  # offline, no such repo, gated, HTTP errors: all end the same way for the user
         raise WeightsNotFoundError(
             f"could not get {filename} from the Hugging Face hub repo {repo} ({type(e).__name__}: "
@@ -73,3 +81,16 @@ def _download(repo: str, filename: str) -> Path:
             f"Download it where the hub is reachable (huggingface-cli download {repo} {filename}) and pass "
             f"weights='/path/to/{filename}', or put it in the folder named by ${WEIGHTS_DIR_ENV}."
         ) from None
+
+
+def _check_hub_reachable(timeout: float = 3.0) -> None:
+    """Fail within ``timeout`` seconds where the hub's host cannot be reached (huggingface_hub would
+    retry for half a minute). Skipped behind a proxy, which a direct connection cannot judge."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+    except OSError as e:
+        raise ConnectionError(f"cannot reach {endpoint.hostname}:{port} ({e})") from None

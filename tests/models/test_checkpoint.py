@@ -233,7 +233,9 @@ def test_hub_weights_come_from_the_weights_folder_first(tmp_path, monkeypatch, c
 def test_hub_download_asks_for_the_released_file(tmp_path, monkeypatch):
     calls = []
 
-    def fake_download(repo_id, filename, cache_dir=None):
+    def fake_download(repo_id, filename, cache_dir=None, local_files_only=False):
+        if local_files_only:  # not in the cache yet
+            raise FileNotFoundError(filename)
         calls.append((repo_id, filename, cache_dir))
         return str(tmp_path / filename)
 
@@ -242,6 +244,7 @@ def test_hub_download_asks_for_the_released_file(tmp_path, monkeypatch):
     monkeypatch.delenv(hub.WEIGHTS_DIR_ENV, raising=False)
     monkeypatch.setenv(hub.CACHE_DIR_ENV, str(tmp_path))
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(hub, "_check_hub_reachable", lambda: None)
     assert hub.resolve_weights("PE-Spatial-B16-512", "hub") == tmp_path / "PE-Spatial-B16-512.pt"
     hub.resolve_weights("x", "hf://facebook/PE-Detection:mask_rcnn_PEspatial_G_coco36ep.pth")
     assert calls == [("facebook/PE-Spatial-B16-512", "PE-Spatial-B16-512.pt", str(tmp_path)),
@@ -260,6 +263,31 @@ def test_offline_hub_error_says_how_to_pass_a_file(tmp_path, monkeypatch):
     message = str(error.value)
     assert "facebook/PE-Spatial-T16-512" in message and "weights='/path/to/PE-Spatial-T16-512.pt'" in message
     assert f"${hub.WEIGHTS_DIR_ENV}" in message
+
+
+def test_unreachable_hub_fails_at_once_without_trying_to_download(tmp_path, monkeypatch):
+    import socket
+
+    import huggingface_hub
+
+    downloads = []
+
+    def fake_download(repo_id, filename, cache_dir=None, local_files_only=False):
+        if local_files_only:
+            raise FileNotFoundError(filename)
+        downloads.append(filename)
+
+    def hanging_network(address, timeout=None):
+        assert timeout is not None and timeout <= 5  # a short wait, not huggingface_hub's retries
+        raise socket.timeout("timed out")
+
+    for variable in (hub.WEIGHTS_DIR_ENV, "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HF_ENDPOINT"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(socket, "create_connection", hanging_network)
+    with pytest.raises(WeightsNotFoundError, match=r"cannot reach huggingface.co:443 \(timed out\)"):
+        hub.resolve_weights("PE-Spatial-T16-512", "hub")
+    assert downloads == []
 
 
 def test_bad_weight_specs():
