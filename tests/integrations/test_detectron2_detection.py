@@ -327,8 +327,11 @@ def test_detect_cli_rejects_bad_inputs_and_writes_nothing(shapes_names, tmp_path
 
     out = tmp_path / "out"
     base = ["detect", "sample:coffee", "--out", str(out)]
+    not_a_detector = tmp_path / "not_a_detector.py"
+    not_a_detector.write_text("optimizer = dict(lr=0.1)\n")
     cases = [
         (["--config", str(tmp_path / "nope.py"), "--weights", str(t16_weights)], "does not exist"),
+        (["--config", str(not_a_detector), "--weights", str(t16_weights)], "defines no model and no dataloader"),
         (["--config", str(TINY_CONFIG), "--weights", str(t16_weights)], "not a trained detector"),
         (["--config", str(TINY_CONFIG), "--weights", str(t16_weights), "--set", "oops"], "KEY=VALUE"),
         (["--config", str(TINY_CONFIG), "--weights", str(tmp_path / "missing.pth")], "does not exist"),

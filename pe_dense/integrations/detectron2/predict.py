@@ -31,6 +31,9 @@ class Detector:
         if not Path(config_file).is_file():
             raise FileNotFoundError(f"config file '{config_file}' does not exist")
         cfg = LazyConfig.apply_overrides(LazyConfig.load(config_file), list(overrides))
+        absent = [key for key in ("model", "dataloader") if key not in cfg]
+        if absent:
+            raise ValueError(f"{config_file} is not a detector config: it defines no {' and no '.join(absent)}")
         self.model = instantiate(cfg.model).to(device).eval()
         missing = PEDetectionCheckpointer(self.model).load_model_weights(weights)
         if missing:
