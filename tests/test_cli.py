@@ -69,7 +69,7 @@ def test_bad_input_exits_2_with_a_message_and_writes_nothing(tmp_path, capsys, a
         argv += ["--model", MODEL]
     assert main(argv) == 2
     assert message in capsys.readouterr().err
-    assert not out.exists() or not any(out.iterdir())
+    assert not out.exists()  # not even an empty folder
 
 
 def test_unreadable_image_fails_cleanly(tmp_path, capsys):

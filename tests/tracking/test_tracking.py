@@ -345,3 +345,22 @@ def test_cli_usage_errors(tmp_path, capsys):
                  "--out", str(tmp_path / "o")]) == 2
     assert "--resume needs --weights" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_refuses_a_soft_mask_and_too_large_topk_before_writing(tmp_path, shapes, capsys):
+    frames, labels = shapes
+    video = tmp_path / "frames"
+    video.mkdir()
+    for i in range(2):
+        Image.fromarray(frames[i]).save(video / f"{i}.png")
+    soft = tmp_path / "soft.png"
+    yy, xx = np.mgrid[:240, :320]
+    Image.fromarray(np.clip((40 - np.hypot(yy - 120, xx - 160)) * 8 + 128, 0, 255).astype(np.uint8)).save(soft)
+    base = ["track", str(video), "--model", "PE-Spatial-T16-512", "--out", str(tmp_path / "o")]
+    assert main([*base, "--mask", str(soft)]) == 2
+    assert "grey levels" in capsys.readouterr().err
+    binary = tmp_path / "binary.png"
+    Image.fromarray((labels[0] > 0).astype(np.uint8) * 255).save(binary)
+    assert main([*base, "--mask", str(binary), "--short-side", "16", "--topk", "5"]) == 2
+    assert "topk=5 is more than the" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
