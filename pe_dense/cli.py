@@ -55,15 +55,20 @@ def _warn_if_huge(config, size: tuple[int, int], batch_size: int) -> None:
 
 
 # ---------------------------------------------------------------- output folders
-def _check_out(out: Path, sources, fixed: Sequence[str], force: bool) -> None:
-    """The rule of every command that writes per-image results: ``--out`` is a writable folder (or can be
-    made), and results already in it, the command's own files (``fixed``) or files named after this
-    run's images, are replaced only with ``--force``. Checked before anything is built or written."""
+def _check_out_folder(out: Path) -> None:
+    """``--out`` is a writable folder, or one that can be made."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a folder")
     existing_parent = next(p for p in (out, *out.parents) if p.exists())
     if not os.access(existing_parent, os.W_OK):
         raise UsageError(f"cannot write to {existing_parent}: permission denied")
+
+
+def _check_out(out: Path, sources, fixed: Sequence[str], force: bool) -> None:
+    """The rule of every command that writes per-image results: ``--out`` is a writable folder (or can be
+    made), and results already in it, the command's own files (``fixed``) or files named after this
+    run's images, are replaced only with ``--force``. Checked before anything is built or written."""
+    _check_out_folder(out)
     if force or not out.is_dir():
         return
     names = [source.name for source in sources]
@@ -146,6 +151,7 @@ def _track(args) -> int:
     if args.resume and not args.weights:
         raise UsageError("--resume needs --weights: without them every run draws other random weights, so the "
                          "resumed frames would come from another model")
+    _check_out_folder(args.out)  # track has its own rules for a folder with results: finished, or resumable
     config = PropagationConfig(context=args.context, temperature=args.temperature, radius=args.radius,
                                topk=args.topk)
     mask = args.mask

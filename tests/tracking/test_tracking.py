@@ -364,3 +364,7 @@ def test_cli_refuses_a_soft_mask_and_too_large_topk_before_writing(tmp_path, sha
     assert main([*base, "--mask", str(binary), "--short-side", "16", "--topk", "5"]) == 2
     assert "topk=5 is more than the" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+    (tmp_path / "a_file").write_text("x")
+    assert main(["track", str(tmp_path), "--mask", "m.png", "--model", "PE-Spatial-T16-512",
+                 "--out", str(tmp_path / "a_file")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
