@@ -359,6 +359,18 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
 
 
+def _add_trained_model_arguments(p: argparse.ArgumentParser, config_kind: str, config_example: str,
+                                 weights_help: str) -> None:
+    """The arguments of the commands that run a model trained from a config on images (detect, segment,
+    depth); each adds its own options."""
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders of images, or sample:NAME")
+    p.add_argument("--config", type=Path, required=True, help=f"the {config_kind}, e.g. {config_example}")
+    p.add_argument("--weights", required=True, help=weights_help)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+    p.add_argument("--device", type=_device, default="cpu")
+    _add_output_options(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pe-dense", description="Dense features from Perception Encoder models.")
     parser.add_argument("--version", action="version", version=f"pe-dense {__version__}")
@@ -411,38 +423,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_track)
 
     p = commands.add_parser("detect", help="run a trained detector (detectron2 LazyConfig) on images")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders of images, or sample:NAME")
-    p.add_argument("--config", type=Path, required=True, help="the detector's LazyConfig, e.g. "
-                                                              "configs/detection/shapes/mask_rcnn_PEspatial_T_shapes.py")
-    p.add_argument("--weights", required=True, help="trained detector checkpoint (e.g. output/.../model_final.pth), "
-                                                    "or hf://repo:file")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+    _add_trained_model_arguments(p, "detector's LazyConfig", "configs/detection/shapes/mask_rcnn_PEspatial_T_shapes.py",
+                                 "trained detector checkpoint (e.g. output/.../model_final.pth), or hf://repo:file")
     p.add_argument("--score-threshold", type=float, default=0.5, help="draw detections with at least this score")
-    p.add_argument("--device", type=_device, default="cpu")
-    _add_output_options(p)
     p.set_defaults(run=_detect)
 
     p = commands.add_parser("segment", help="run a trained segmenter (mmsegmentation config) on images")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders of images, or sample:NAME")
-    p.add_argument("--config", type=Path, required=True, help="the segmenter's config, e.g. "
-                                                              "configs/segmentation/scenes/upernet_PEspatial_T_scenes.py")
-    p.add_argument("--weights", required=True, help="trained checkpoint (e.g. work_dirs/.../iter_1000.pth)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
-    p.add_argument("--device", type=_device, default="cpu")
-    _add_output_options(p)
+    _add_trained_model_arguments(p, "segmenter's config", "configs/segmentation/scenes/upernet_PEspatial_T_scenes.py",
+                                 "trained checkpoint (e.g. work_dirs/.../iter_1000.pth)")
     p.set_defaults(run=_segment)
 
     p = commands.add_parser("depth", help="run a trained depth estimator (mmsegmentation config) on images")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders of images, or sample:NAME")
-    p.add_argument("--config", type=Path, required=True, help="the estimator's config, e.g. "
-                                                              "configs/depth/scenes/dpt_PEspatial_T_scenes.py")
-    p.add_argument("--weights", required=True, help="trained checkpoint (e.g. work_dirs/.../iter_600.pth)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+    _add_trained_model_arguments(p, "estimator's config", "configs/depth/scenes/dpt_PEspatial_T_scenes.py",
+                                 "trained checkpoint (e.g. work_dirs/.../iter_600.pth)")
     p.add_argument("--ply", action="store_true", help="also write each image's point cloud (binary PLY)")
     p.add_argument("--focal", type=float, help="the point cloud camera's focal length in pixels (default: "
                                                "NYU-Depth-v2's, 518.86 px at 640 wide, scaled to the image width)")
-    p.add_argument("--device", type=_device, default="cpu")
-    _add_output_options(p)
     p.set_defaults(run=_depth)
 
     p = commands.add_parser("convert", help="convert a checkpoint between official and timm layouts")
