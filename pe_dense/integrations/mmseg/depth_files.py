@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 from ...atomic_files import atomic_output
 from ...data.depth_scenes import DEPTH_SCALE, NYU_INTRINSICS
 from ...viz.images import heatmap
-from .predict import DepthPredictor
+from .predict import DepthPredictor, checked_images
 
 COLOUR_MAP = "Spectral"  # near is red, far is blue
 
@@ -90,14 +90,8 @@ def estimate_depth_images(predictor: DepthPredictor, sources, out: Path, ply: bo
     metres), ``<name>_depth.png`` (picture with a colour bar) and with ``ply`` ``<name>.ply``; returns
     the manifest's image entries. Every image is read before anything is written, so an unreadable
     one leaves ``out`` untouched."""
-    from tqdm import tqdm
-
-    for source in sources:  # a first pass, so that a bad image stops the run before any output
-        source.load()
-    out.mkdir(parents=True, exist_ok=True)
     entries = []
-    for source in tqdm(sources, unit="image", disable=len(sources) < 2):
-        image = np.asarray(source.load().convert("RGB"))
+    for source, image in checked_images(sources, out):
         depth = predictor(image)
         name = source.name
         with atomic_output(out / f"{name}.png") as tmp:

@@ -120,18 +120,24 @@ def overlay_with_legend(image: np.ndarray, labels: np.ndarray, classes: Sequence
     return canvas
 
 
-def segment_images(segmenter: Segmenter, sources, out: Path) -> dict:
-    """Write ``<name>.png`` (indexed labels with the dataset's palette) and ``<name>_overlay.png`` per
-    image to ``out``; returns the manifest's image entries. Every image is read before anything is
-    written, so an unreadable one leaves ``out`` untouched."""
+def checked_images(sources, out: Path):
+    """(source, (H, W, 3) uint8 RGB) per image, with progress, once every image has been read and
+    ``out`` made: an unreadable image stops the run before anything is written."""
     from tqdm import tqdm
 
     for source in sources:  # a first pass, so that a bad image stops the run before any output
         source.load()
     out.mkdir(parents=True, exist_ok=True)
-    entries = []
     for source in tqdm(sources, unit="image", disable=len(sources) < 2):
-        image = np.asarray(source.load().convert("RGB"))
+        yield source, np.asarray(source.load().convert("RGB"))
+
+
+def segment_images(segmenter: Segmenter, sources, out: Path) -> dict:
+    """Write ``<name>.png`` (indexed labels with the dataset's palette) and ``<name>_overlay.png`` per
+    image to ``out``; returns the manifest's image entries. Every image is read before anything is
+    written, so an unreadable one leaves ``out`` untouched."""
+    entries = []
+    for source, image in checked_images(sources, out):
         labels = segmenter(image)
         write_label_png(out / f"{source.name}.png", labels, segmenter.palette)
         with atomic_output(out / f"{source.name}_overlay.png") as tmp:
