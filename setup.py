@@ -50,7 +50,9 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.9",
-    packages=find_packages(include=["pe_dense", "pe_dense.*"]),
+    # projects/DETA's package installs beside pe_dense so its configs and `pe-dense detect` find it.
+    packages=find_packages(include=["pe_dense", "pe_dense.*"]) + ["pe_deta"],
+    package_dir={"pe_deta": "projects/DETA/pe_deta"},
     package_data={"pe_dense": ["ops/csrc/**/*"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,

@@ -9,6 +9,7 @@ is copied, so a failed load changes nothing.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import pickle
@@ -60,7 +61,10 @@ def load_torch_file(path: PathLike):
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         # Zip-format files are memory-mapped, so a multi-GB checkpoint is not read into RAM before copying.
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        # DETR-family training scripts save their argparse.Namespace beside the weights: it holds only
+        # plain values and rebuilding it runs no code, so it is allowed.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
         lines = str(e).strip().splitlines()
         if not lines or "Weights only load failed" not in lines[0]:

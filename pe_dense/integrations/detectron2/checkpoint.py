@@ -117,6 +117,12 @@ class PEDetectionCheckpointer(DetectionCheckpointer):
         return list(incompatible.missing_keys)
 
     def _load_model(self, checkpoint: dict):
+        # A model may know other layouts of its own checkpoints (pe_deta reads the released DETA code's).
+        adapt = getattr(self.model, "adapt_checkpoint", None)
+        if adapt is not None:
+            checkpoint["model"], notes = adapt(checkpoint["model"])
+            for note in notes:
+                logger.info("%s: %s", type(self.model).__name__, note)
         encoder = find_pe_encoder(self.model)
         if encoder is not None and vision_towers(checkpoint["model"]):
             checkpoint["model"], notes = fit_pe_weights(checkpoint["model"], *encoder)

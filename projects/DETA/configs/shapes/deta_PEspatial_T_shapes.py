@@ -1,0 +1,51 @@
+"""A tiny DETA on the built-in shapes dataset, sized for 2 CPU cores.
+
+The first 6 blocks of PE-Spatial-T (window 8, global blocks 2 and 5, as the tiny Mask R-CNN), 256 px
+squares, a 3 + 3 layer transformer of width 128 with 100 queries; everything else as the COCO
+model (two-stage proposals, IoU assignment, losses, NMS). Trains from random weights by default;
+``train.init_checkpoint=pe://PE-Spatial-T16-512`` starts from the released encoder.
+"""
+
+import detectron2.data.transforms as T
+from detectron2.config import LazyCall as L
+from detectron2.solver import WarmupParamScheduler
+from fvcore.common.param_scheduler import CosineParamScheduler
+
+from ..common.deta_pe import dataloader, deta_optimizer, model, train
+
+image_size = 256
+
+model.backbone.net.model = "PE-Spatial-T16-512"
+model.backbone.net.num_blocks = 6
+model.backbone.net.window_size = 8
+model.backbone.net.global_blocks = [2, 5]
+model.backbone.net.rope_pretrain_grid = None
+model.backbone.net.pos_embed_mode = "bilinear"
+model.backbone.net.use_act_checkpoint = False
+model.backbone.square_pad = image_size
+model.transformer.update(d_model=128, nhead=8, num_encoder_layers=3, num_decoder_layers=3, dim_feedforward=512,
+                         num_queries=100)
+model.num_classes = 4
+
+dataloader.train.dataset.names = "shapes_train"
+dataloader.train.mapper.augmentations = [
+    L(T.RandomFlip)(horizontal=True),
+    L(T.ResizeScale)(min_scale=0.8, max_scale=1.25, target_height=image_size, target_width=image_size),
+    L(T.FixedSizeCrop)(crop_size=(image_size, image_size), pad=False),
+]
+dataloader.train.mapper.recompute_boxes = False
+dataloader.train.total_batch_size = 8
+dataloader.train.num_workers = 1
+dataloader.test.dataset.names = "shapes_val"
+dataloader.test.mapper.augmentations = []
+dataloader.test.num_workers = 1
+
+train.init_checkpoint = ""
+train.seed = 0
+train.output_dir = "output/deta_PEspatial_T_shapes"
+train.max_iter = 1000
+train.checkpointer.period = 250
+train.log_period = 20
+optimizer = deta_optimizer(lr=4e-4, backbone_lr=4e-4, num_layers=6)
+lr_multiplier = L(WarmupParamScheduler)(scheduler=L(CosineParamScheduler)(start_value=1.0, end_value=0.01),
+                                        warmup_length=0.05, warmup_factor=0.001)
