@@ -38,11 +38,12 @@ def _mmseg_stack() -> tuple[bool, str]:
     return True, ""
 
 
-def _official_source():
-    """The released PE detection backbone source, in a perception_models checkout named by $PE_OFFICIAL_SOURCE."""
+def _official_source(path: str = "apps/detection/detectron2_pe/modeling/backbone/pev1_det.py"):
+    """A file of the released PE detection code (default: the ViTDet backbone), in a perception_models
+    checkout named by $PE_OFFICIAL_SOURCE, or None."""
     root = os.environ.get("PE_OFFICIAL_SOURCE")
-    path = Path(root) / "apps/detection/detectron2_pe/modeling/backbone/pev1_det.py" if root else None
-    return path if path is not None and path.is_file() else None
+    found = Path(root) / path if root else None
+    return found if found is not None and found.is_file() else None
 
 
 # name -> (available, reason when not)
@@ -59,7 +60,8 @@ OPTIONAL_SUITES = {
                    "'git+https://github.com/facebookresearch/detectron2.git'"),
     "pe_official_source": (_official_source() is not None and _importable("einops") and _importable("detectron2"),
                            "set PE_OFFICIAL_SOURCE to a checkout of facebookresearch/perception_models (with einops "
-                           "and detectron2 installed) to compare with the released detection backbone code"),
+                           "and detectron2 installed) to compare with the released detection code (ViTDet backbone, "
+                           "DETA)"),
     "mmseg": _mmseg_stack(),
     "notebooks": (_importable("nbclient") and _importable("ipykernel"),
                   "nbclient/ipykernel are not installed (pip install -e '.[dev]')"),

@@ -20,6 +20,9 @@ class MSDeformAttn(nn.Module):
     Args:
         dim: model width; must be divisible by ``heads``.
         levels, heads, points: feature levels, attention heads, sampling points per head and level.
+
+    ``use_kernel`` (an attribute, default None) is passed to :func:`ms_deform_attn`: False runs the
+    pure-PyTorch reference, e.g. to compare the two inside a whole model.
     """
 
     def __init__(self, dim: int = 256, levels: int = 4, heads: int = 8, points: int = 4):
@@ -27,6 +30,7 @@ class MSDeformAttn(nn.Module):
         if dim % heads:
             raise ValueError(f"dim {dim} must be divisible by heads {heads}")
         self.dim, self.levels, self.heads, self.points = dim, levels, heads, points
+        self.use_kernel: Optional[bool] = None
         self.sampling_offsets = nn.Linear(dim, heads * levels * points * 2)
         self.attention_weights = nn.Linear(dim, heads * levels * points)
         self.value_proj = nn.Linear(dim, dim)
@@ -79,5 +83,5 @@ class MSDeformAttn(nn.Module):
                          + offsets / self.points * reference_points[:, :, None, :, None, 2:] * 0.5)
         else:
             raise ValueError(f"reference_points must end in 2 (points) or 4 (boxes), got {reference_points.shape[-1]}")
-        out = ms_deform_attn(value, shapes, starts, locations, weights)
+        out = ms_deform_attn(value, shapes, starts, locations, weights, use_kernel=self.use_kernel)
         return self.output_proj(out)

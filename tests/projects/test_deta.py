@@ -168,10 +168,13 @@ def released_layout(model, num_classes=91, class_ids=None):
             state["backbone.0.body." + key[len("backbone."):]] = value
         else:
             state[key] = value
+    proposal_head = f"class_embed.{len(model.class_embed) - 1}."
     for key in [k for k in state if k.startswith(("class_embed.", "bbox_embed."))]:
         if key.startswith("class_embed."):  # released heads score every dataset class id
             full = torch.randn((num_classes, *state[key].shape[1:]))
-            full[torch.tensor(class_ids)] = state[key]
+            # the proposal head's objectness is its row 0; its other rows are never read
+            rows = [0, *class_ids[:-1]] if key.startswith(proposal_head) else class_ids
+            full[torch.tensor(rows)] = state[key]
             state[key] = full
         state["transformer.decoder." + key] = state[key]
     head_dim = model.backbone.net.config.head_dim
@@ -306,3 +309,98 @@ def test_detect_cli_runs_a_deta_config(shapes_names, tmp_path):
     detections = json.loads((tmp_path / "out/detections.json").read_text())
     assert len(detections) == 100 and {d["category_id"] for d in detections} <= {1, 2, 3, 4}
     assert (tmp_path / "out" / f"{image.stem}.png").is_file()
+
+
+# ------------------------------------------------------------------ the released DETA-for-PE code
+@pytest.fixture
+def released_deta(monkeypatch):
+    """The released DETA_pe modules from $PE_OFFICIAL_SOURCE, their CUDA-only attention swapped for the
+    pure-PyTorch function the same code ships; its top-level ``models``/``util`` packages are removed
+    from sys.modules afterwards."""
+    import sys
+    import types
+
+    from conftest import _official_source
+
+    root = _official_source("apps/detection/DETA_pe/models/deformable_detr.py").parents[1]
+    before = set(sys.modules)
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.setitem(sys.modules, "MultiScaleDeformableAttention", types.ModuleType("MultiScaleDeformableAttention"))
+    modules = {name: importlib.import_module(f"models.{name}") for name in
+               ("deformable_detr", "backbone", "pev1", "deformable_transformer", "position_encoding")}
+    functions = importlib.import_module("models.ops.functions")
+    attention = importlib.import_module("models.ops.modules.ms_deform_attn")
+
+    def pure_pytorch(value, shapes, starts, locations, weights, im2col_step):
+        return functions.ms_deform_attn_core_pytorch(value, shapes, locations, weights)
+
+    monkeypatch.setattr(attention.MSDeformAttnFunction, "apply", staticmethod(pure_pytorch))
+    yield types.SimpleNamespace(**modules, misc=importlib.import_module("util.misc"))
+    for name in set(sys.modules) - before:
+        if name.split(".")[0] in ("models", "util"):
+            del sys.modules[name]
+
+
+@pytest.mark.suite("pe_official_source")
+def test_equals_the_released_deta_code(released_deta, tmp_path):
+    """The released DeformableDETR (two-stage, box refinement, DETA's proposal choice) over its PE
+    backbone, and ours, with the same weights through our key map: the same proposals, boxes and logits."""
+    from detectron2.structures import ImageList
+
+    from pe_dense.integrations.detectron2 import PEDetectionCheckpointer
+    from pe_dense.models import get_config
+
+    r = released_deta
+    config = get_config("PE-Spatial-G14-448").replace(width=64, depth=3, heads=2, mlp_width=128, image_size=8 * 14)
+    body = r.pev1.PEv1_simpleFPN(
+        img_size=256, patch_size=16, embed_dim=64, depth=3, num_heads=2, mlp_ratio=2.0, drop_path_rate=0.0,
+        window_size=8, window_block_indexes=[0, 1], pt_hw_seq_len=16, pretrain_img_size=128,
+        pretrain_use_cls_token=False, tile_posemb=True, init_values=0.1)
+    backbone = r.backbone.PEv1Backbone.__new__(r.backbone.PEv1Backbone)
+    torch.nn.Module.__init__(backbone)
+    backbone.body, backbone.features, backbone.bf16, backbone.fp16 = body, body._out_features, False, False
+    backbone.strides, backbone.num_channels = [8, 16, 32], [32, 64, 64]
+    joiner = r.backbone.Joiner(backbone, r.position_encoding.PositionEmbeddingSine(128, normalize=True))
+    transformer = r.deformable_transformer.DeformableTransformer(
+        d_model=256, nhead=8, num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=128, dropout=0.0,
+        return_intermediate_dec=True, num_feature_levels=5, two_stage=True, two_stage_num_proposals=40,
+        assign_first_stage=True)
+    torch.manual_seed(0)
+    released = r.deformable_detr.DeformableDETR(joiner, transformer, num_classes=91, num_queries=40,
+                                                num_feature_levels=5, aux_loss=True, with_box_refine=True,
+                                                two_stage=True)
+    state = randomize_(released, seed=3).state_dict()
+    torch.save({"model": state}, tmp_path / "released.pth")
+
+    class_ids = [3, 7, 11, 20]
+    cfg = tiny_cfg(tmp_path, "model.backbone.net.num_blocks=null", "model.backbone.net.global_blocks=[2]",
+                   "model.backbone.net.rope_pretrain_grid=16", "model.backbone.net.pos_embed_mode=tile",
+                   f"model.released_class_ids={class_ids}")
+    cfg.model.backbone.net.model = config
+    cfg.model.transformer.update(d_model=256, num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=128,
+                                 num_queries=40)
+    ours = build(cfg).eval()
+    checkpointer = PEDetectionCheckpointer(ours)
+    incompatible = checkpointer._load_model(checkpointer._load_file(str(tmp_path / "released.pth")))
+    assert incompatible.missing_keys == [] and incompatible.unexpected_keys == []
+
+    torch.manual_seed(5)
+    images = torch.randn(2, 3, 256, 256)
+    sizes = [(256, 256), (192, 224)]  # the second image is padded
+    mask = torch.ones(2, 256, 256, dtype=torch.bool)
+    for i, (h, w) in enumerate(sizes):
+        mask[i, :h, :w] = False
+        images[i, :, h:] = 0
+        images[i, :, :, w:] = 0
+    released.eval()
+    with torch.no_grad():
+        expected = released(r.misc.NestedTensor(images, mask))
+        got = ours.forward_raw(ImageList(images, sizes))
+    torch.testing.assert_close(got["init_reference"], expected["init_reference"], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(got["boxes"][-1], expected["pred_boxes"], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(got["logits"][-1], expected["pred_logits"][..., class_ids], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got["boxes"][0], expected["aux_outputs"][0]["pred_boxes"], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(got["enc_boxes"], expected["enc_outputs"]["pred_boxes"], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(got["anchors"], expected["enc_outputs"]["anchors"])
+    torch.testing.assert_close(got["enc_logits"][..., 0], expected["enc_outputs"]["pred_logits"][..., 0],
+                               atol=1e-4, rtol=1e-4)  # objectness, which chose the proposals

@@ -14,7 +14,9 @@ released                                    pe_deta
 ``transformer.decoder.class_embed.*``,      dropped: the same tensors as ``class_embed.*``
 ``transformer.decoder.bbox_embed.*``        and ``bbox_embed.*`` (checked equal)
 ``class_embed.<i>.weight/bias``             the rows of ``released_class_ids`` (the released
-                                            COCO model scores the 91 COCO category ids)
+                                            COCO model scores the 91 COCO category ids);
+                                            the proposal head (the last) keeps row 0 first,
+                                            its objectness
 everything else                             unchanged
 ==========================================  ==========================================
 
@@ -59,11 +61,17 @@ def from_released(state: StateDict, class_ids: Optional[Sequence[int]] = None) -
         else:
             out[key] = value
     if class_ids is not None:
-        rows = torch.as_tensor(list(class_ids), dtype=torch.long)
-        for key in [k for k in out if k.startswith("class_embed.")]:
-            if int(rows.max()) >= out[key].shape[0]:
-                raise CheckpointError(f"{key} has {out[key].shape[0]} classes; class id {int(rows.max())} is outside")
-            out[key] = out[key][rows]
+        heads = [k for k in out if k.startswith("class_embed.")]
+        proposal_head = max(int(k.split(".")[1]) for k in heads)
+        for key in heads:
+            rows = list(class_ids)
+            if int(key.split(".")[1]) == proposal_head:
+                # The proposal head scores objectness in its first column (the only one ever read); its
+                # other columns are trained as negatives only, so any rows fill them.
+                rows = [0] + [i for i in rows if i != 0][: len(rows) - 1]
+            if max(rows) >= out[key].shape[0]:
+                raise CheckpointError(f"{key} has {out[key].shape[0]} classes; class id {max(rows)} is outside")
+            out[key] = out[key][torch.as_tensor(rows)]
     return out
 
 
