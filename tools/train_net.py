@@ -5,6 +5,7 @@
         --num-gpus 8 [key=value ...]
     python tools/train_net.py --config-file ... --eval-only train.init_checkpoint=PATH
     python tools/train_net.py --config-file ... --resume        # continue from output_dir's last checkpoint
+    python tools/train_net.py --config-file ... --eval-only --tta   # with the config's test-time augmentation
 
 Several machines: the same command on each with --num-machines N --machine-rank R
 --dist-url tcp://HOST:PORT (detectron2's launch, torch DDP). Checkpoints are read with
@@ -39,9 +40,12 @@ from pe_dense.integrations.detectron2 import PEDetectionCheckpointer
 logger = logging.getLogger("detectron2")
 
 
-def do_test(cfg, model) -> dict:
+def do_test(cfg, model, tta: bool = False) -> dict:
     if "evaluator" not in cfg.dataloader:
         return {}
+    if tta:  # the config's wrapper, e.g. pe_deta's DETAWithTTA, around the trained model
+        cfg.tta.model = model
+        model = instantiate(cfg.tta)
     loader = instantiate(cfg.dataloader.test)  # first: it generates a built-in dataset the evaluator reads
     results = inference_on_dataset(model, loader, instantiate(cfg.dataloader.evaluator))
     if comm.is_main_process():
@@ -89,21 +93,32 @@ def fit_to_machine(cfg) -> None:
         cfg.train.ddp.fp16_compression = False
 
 
+def argument_parser():
+    parser = default_argument_parser()
+    parser.add_argument("--tta", action="store_true",
+                        help="evaluate with the config's test-time augmentation (its `tta`); with --eval-only")
+    return parser
+
+
 def main(args) -> None:
     cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
+    if args.tta and not args.eval_only:
+        sys.exit("error: --tta is an evaluation option: add --eval-only")
+    if args.tta and "_target_" not in cfg.get("tta", {}):
+        sys.exit(f"error: --tta: {args.config_file} defines no test-time augmentation (`tta`)")
     default_setup(cfg, args)
     fit_to_machine(cfg)
     if args.eval_only:
         model = create_ddp_model(instantiate(cfg.model).to(cfg.train.device))
         PEDetectionCheckpointer(model, cfg.train.output_dir).resume_or_load(cfg.train.init_checkpoint,
                                                                             resume=args.resume)
-        do_test(cfg, model)
+        do_test(cfg, model, tta=args.tta)
     else:
         do_train(args, cfg)
 
 
 def invoke_main() -> None:
-    args = default_argument_parser().parse_args()
+    args = argument_parser().parse_args()
     if not os.path.isfile(args.config_file):
         sys.exit(f"error: config file '{args.config_file}' does not exist")
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,

@@ -237,7 +237,7 @@ def train_net(argv):
     spec = importlib.util.spec_from_file_location("train_net", REPO / "tools/train_net.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    args = module.default_argument_parser().parse_args(argv)
+    args = module.argument_parser().parse_args(argv)
     module.main(args)
 
 

@@ -267,7 +267,7 @@ def train_net(argv):
     spec = importlib.util.spec_from_file_location("train_net", REPO / "tools/train_net.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.main(module.default_argument_parser().parse_args(argv))
+    module.main(module.argument_parser().parse_args(argv))
 
 
 def train_argv(output_dir, *overrides, resume=False):
@@ -404,3 +404,51 @@ def test_equals_the_released_deta_code(released_deta, tmp_path):
     torch.testing.assert_close(got["anchors"], expected["enc_outputs"]["anchors"])
     torch.testing.assert_close(got["enc_logits"][..., 0], expected["enc_outputs"]["pred_logits"][..., 0],
                                atol=1e-4, rtol=1e-4)  # objectness, which chose the proposals
+
+
+# ------------------------------------------------------------------ test-time augmentation
+def test_tta_with_one_view_is_the_model_and_flipped_views_map_back(shapes_names, tmp_path):
+    import numpy as np
+
+    from pe_deta.tta import DETAWithTTA
+
+    model = build(tiny_cfg(tmp_path, "model.transformer.num_queries=60")).eval()
+    torch.manual_seed(0)
+    image = torch.randint(0, 255, (3, 192, 256), dtype=torch.uint8)
+    with torch.no_grad():
+        plain = model([{"image": image}])[0]["instances"]
+    single = DETAWithTTA(model, sizes=[256], flip=False, soft_nms_method="hard")([{"image": image}])[0]["instances"]
+    torch.testing.assert_close(single.pred_boxes.tensor, plain.pred_boxes.tensor)
+    assert torch.equal(single.pred_classes, plain.pred_classes)
+
+    tta = DETAWithTTA(model, sizes=[256])
+    pixels = image.permute(1, 2, 0).numpy()
+    with torch.no_grad():
+        flipped = tta.view_detections(pixels, 256, True, (192, 256))
+        mirrored = tta.view_detections(np.ascontiguousarray(pixels[:, ::-1]), 256, False, (192, 256))
+    expected = mirrored[0][:, [2, 1, 0, 3]] * torch.tensor([-1.0, 1, -1, 1]) + torch.tensor([256.0, 0, 256, 0])
+    torch.testing.assert_close(flipped[0], expected, atol=1e-3, rtol=1e-4)
+
+
+def test_tta_views_merge_and_keep_the_size_ranges(shapes_names, tmp_path):
+    from pe_deta.tta import DETAWithTTA
+
+    model = build(tiny_cfg(tmp_path, "model.transformer.num_queries=60")).eval()
+    image = torch.randint(0, 255, (3, 128, 256), dtype=torch.uint8)  # as a test mapper left it
+    tta = DETAWithTTA(model, sizes=[256, 192], size_ranges=[[0, 10000], [40, 10000]])
+    out = tta([{"image": image, "height": 64, "width": 128}])[0]["instances"]
+    assert out.image_size == (64, 128) and 0 < len(out) <= 100
+    assert (out.scores[:-1] >= out.scores[1:]).all()
+    with pytest.raises(ValueError, match="2 sizes but 1 size ranges"):
+        DETAWithTTA(model, sizes=[256, 192], size_ranges=[[0, 1]])
+
+
+def test_train_net_evaluates_with_tta(shapes_names, tmp_path):
+    out = tmp_path / "run"
+    train_net(train_argv(out, "train.max_iter=1"))
+    argv = train_argv(tmp_path / "tta", f"train.init_checkpoint={out / 'model_final.pth'}", "tta.sizes=[256,192]")
+    train_net(["--eval-only", "--tta", *argv])
+    results = json.loads((tmp_path / "tta/evaluation.json").read_text())
+    assert 0 <= results["bbox"]["AP"] <= 100
+    with pytest.raises(SystemExit, match="add --eval-only"):
+        train_net(["--tta", *argv])

@@ -3,6 +3,8 @@ soft-NMS, keeping the best ``max_detections``."""
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torchvision.ops import batched_nms, box_convert, box_iou
 
@@ -49,12 +51,14 @@ def soft_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, *
     return torch.stack(kept), torch.stack(kept_scores)
 
 
-def detections(logits: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int], *, max_detections: int = 100,
+def detections(logits: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int], *,
+               max_detections: Optional[int] = 100,
                nms_thresh: float = 0.7, use_soft_nms: bool = False, soft_nms_method: str = "quad",
                quad_scale: float = 0.5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(boxes (K, 4) as x0, y0, x1, y1 in pixels of ``image_size``, scores (K,), classes (K,)) of one
     image from its logits (Q, C) and boxes (Q, 4) (cx, cy, w, h normalised). Every (query, class) pair
-    is a candidate; the best 10000 go through NMS (2000 through soft-NMS, as released)."""
+    is a candidate; the best 10000 go through NMS (2000 through soft-NMS, as released).
+    ``max_detections=None`` keeps every survivor."""
     num_classes = logits.shape[1]
     scores = logits.sigmoid().flatten()
     candidates = scores.topk(min(2000 if use_soft_nms else 10000, scores.numel())).indices

@@ -30,6 +30,7 @@ from pe_deta.criterion import DETACriterion
 from pe_deta.meta_arch import DETA
 from pe_deta.optim import ClippedAdamW, lr_factor
 from pe_deta.transformer import DeformableTransformer
+from pe_deta.tta import DETAWithTTA
 
 from pe_dense.integrations.detectron2 import PEBackbone
 
@@ -125,6 +126,10 @@ def epoch_schedule(epochs: int, drop_epoch: int, images_per_epoch: int, batch_si
     return max_iter, L(MultiStepParamScheduler)(values=[1.0, 0.1], milestones=[drop_epoch * iters_per_epoch],
                                                 num_updates=max_iter)
 
+
+# The released TTA of the 1824 model (longer side 1792 = its test size, then 1728, 1536, 1344; boxes under
+# 64 x 64 px dropped from the two smallest), used by `tools/train_net.py --eval-only --tta`.
+tta = L(DETAWithTTA)(sizes=[1792, 1728, 1536, 1344], size_ranges=[[0, 10000], [0, 10000], [64, 10000], [64, 10000]])
 
 train = model_zoo.get_config("common/train.py").train
 train.amp.enabled = False  # the released recipe runs only the encoder in bf16 (backbone.bf16), not fp16 AMP

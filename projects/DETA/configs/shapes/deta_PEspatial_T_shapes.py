@@ -11,7 +11,7 @@ from detectron2.config import LazyCall as L
 from detectron2.solver import WarmupParamScheduler
 from fvcore.common.param_scheduler import CosineParamScheduler
 
-from ..common.deta_pe import dataloader, deta_optimizer, model, train
+from ..common.deta_pe import dataloader, deta_optimizer, model, train, tta
 
 image_size = 256
 
@@ -39,6 +39,9 @@ dataloader.train.num_workers = 1
 dataloader.test.dataset.names = "shapes_val"
 dataloader.test.mapper.augmentations = []
 dataloader.test.num_workers = 1
+
+tta.sizes = [256, 224, 192]
+tta.size_ranges = None
 
 train.init_checkpoint = ""
 train.seed = 0
