@@ -409,7 +409,6 @@ def test_equals_the_released_deta_code(released_deta, tmp_path):
 # ------------------------------------------------------------------ test-time augmentation
 def test_tta_with_one_view_is_the_model_and_flipped_views_map_back(shapes_names, tmp_path):
     import numpy as np
-
     from pe_deta.tta import DETAWithTTA
 
     model = build(tiny_cfg(tmp_path, "model.transformer.num_queries=60")).eval()
