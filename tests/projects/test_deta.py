@@ -260,6 +260,10 @@ def test_every_deta_config_builds_and_runs_a_step(path, shapes_names, tmp_path):
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
     assert optimizer.clip_max_norm == 0.1
+    factors = {name: group["lr"] / cfg.optimizer.lr for group in optimizer.param_groups for name in
+               [n for n, p in model.named_parameters() if any(p is q for q in group["params"])]}
+    assert factors["class_embed.0.weight"] == pytest.approx(1.0)
+    assert factors["transformer.encoder.layers.0.self_attn.sampling_offsets.weight"] == pytest.approx(0.1)
 
 
 # ------------------------------------------------------------------ tools/train_net.py

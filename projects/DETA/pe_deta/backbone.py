@@ -30,7 +30,8 @@ def encoder_config(model: Union[str, PEVisionConfig], position_grid: Optional[in
     config = get_config(model) if isinstance(model, str) else model
     if position_grid is None or position_grid == config.grid_size:
         return config
-    return config.replace(image_size=position_grid * config.patch_size)
+    return config.replace(name=f"{config.name} with a {position_grid}x{position_grid} position table",
+                          image_size=position_grid * config.patch_size)
 
 
 class PESimplePyramid(Backbone):

@@ -100,14 +100,15 @@ use_image_size(model, dataloader, image_size)
 def deta_optimizer(lr: float, backbone_lr: float, *, lr_decay_rate: float = 1.0, num_layers: int = 50,
                    weight_decay: float = 1e-4, clip_max_norm: float = 0.1, optimizer_class=ClippedAdamW, **kwargs):
     """The released optimiser: ``lr`` for the transformer and heads, lr / 10 for sampling offsets,
-    ``backbone_lr`` for the backbone, weight decay on every parameter, gradient norm clipped at 0.1.
+    ``backbone_lr`` for the backbone (kept as a fraction of ``lr`` when ``optimizer.lr`` is overridden),
+    weight decay on every parameter, gradient norm clipped at 0.1.
 
     The released scripts pass a layer decay of 0.9, but their code applies it only to another
     backbone family, so the released models trained without one: ``lr_decay_rate=1.0`` reproduces that.
     """
     return L(optimizer_class)(
         params=L(get_default_optimizer_params)(
-            base_lr=lr,
+            base_lr="${..lr}",
             lr_factor_func=partial(lr_factor, backbone_ratio=backbone_lr / lr, lr_decay_rate=lr_decay_rate,
                                    num_layers=num_layers),
             weight_decay_norm=None,
