@@ -21,6 +21,7 @@ from pe_dense.models import (
     timm_to_official,
 )
 from pe_dense.models import hub
+from pe_dense.models.checkpoint import load_torch_file
 
 
 @pytest.fixture
@@ -132,6 +133,16 @@ def test_a_pickle_carrying_code_is_refused_and_never_runs(tmp_path, source):
     with pytest.raises(CheckpointError, match="refusing to load .*could run code"):
         load_weights(source, legacy)
     assert not marker.exists()
+
+
+def test_saved_training_arguments_are_read_as_data(tmp_path, source):
+    """DETR-family scripts save their argparse.Namespace beside the weights; it loads, nothing else does."""
+    import argparse
+
+    path = tmp_path / "with_args.pth"
+    torch.save({"model": source.state_dict(), "args": argparse.Namespace(lr=2e-4, backbone="pev1")}, path)
+    assert load_torch_file(path)["args"].backbone == "pev1"
+    assert load_weights(source, path).ok
 
 
 def test_shape_mismatch_names_the_problem_and_the_likely_model(tmp_path):
