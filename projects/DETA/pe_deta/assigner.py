@@ -33,40 +33,40 @@ def _empty(device) -> Pairs:
     return torch.empty(0, dtype=torch.long, device=device), torch.empty(0, dtype=torch.long, device=device)
 
 
-class ProposalAssigner:
-    """Stage 1, for the encoder's proposals: anchors with IoU >= 0.7 are positive, < 0.3 negative
-    (every box also takes its best anchor), 256 samples with up to half positives, top 4 per box."""
+class IoUAssigner:
+    """Label predictions by their best IoU with a box (``Matcher`` with ``thresholds`` and ``labels``,
+    every box also taking its best prediction), sample ``num_samples`` with at most
+    ``positive_fraction`` positives, and keep at most ``topk_per_gt`` positives per box."""
+
+    def __init__(self, thresholds: list[float], labels: list[int], num_samples: int, positive_fraction: float,
+                 topk_per_gt: int):
+        self.matcher = Matcher(thresholds, labels, allow_low_quality_matches=True)
+        self.num_samples, self.positive_fraction, self.k = num_samples, positive_fraction, topk_per_gt
+
+    def __call__(self, predictions: torch.Tensor, gt_boxes: torch.Tensor) -> Pairs:
+        """predictions (N, 4) and gt_boxes (M, 4), both (cx, cy, w, h) normalised."""
+        if len(gt_boxes) == 0:
+            return _empty(predictions.device)
+        iou = box_iou(box_convert(gt_boxes, "cxcywh", "xyxy"), box_convert(predictions, "cxcywh", "xyxy"))
+        matched, labels = self.matcher(iou)
+        positive, _ = subsample_labels(labels, self.num_samples, self.positive_fraction, 0)
+        return topk_per_gt(positive, matched[positive], iou, self.k)
+
+
+class ProposalAssigner(IoUAssigner):
+    """Stage 1, for the encoder's proposals (judged by their anchors): IoU >= 0.7 positive, < 0.3
+    negative, 256 samples with up to half positives, top 4 per box."""
 
     def __init__(self, low: float = 0.3, high: float = 0.7, num_samples: int = 256, positive_fraction: float = 0.5,
                  topk_per_gt: int = 4):
-        self.matcher = Matcher([low, high], [0, -1, 1], allow_low_quality_matches=True)
-        self.num_samples, self.positive_fraction, self.k = num_samples, positive_fraction, topk_per_gt
-
-    def __call__(self, anchors: torch.Tensor, gt_boxes: torch.Tensor) -> Pairs:
-        """anchors (N, 4) and gt_boxes (M, 4), both (cx, cy, w, h) normalised."""
-        if len(gt_boxes) == 0:
-            return _empty(anchors.device)
-        iou = box_iou(box_convert(gt_boxes, "cxcywh", "xyxy"), box_convert(anchors, "cxcywh", "xyxy"))
-        matched, labels = self.matcher(iou)
-        positive, _ = subsample_labels(labels, self.num_samples, self.positive_fraction, 0)
-        return topk_per_gt(positive, matched[positive], iou, self.k)
+        super().__init__([low, high], [0, -1, 1], num_samples, positive_fraction, topk_per_gt)
 
 
-class QueryAssigner:
-    """Stage 2, for the decoder's queries (judged by the proposals they start from): IoU >= 0.6 is
-    positive (every box also takes its best proposal), ``num_queries`` samples with up to a quarter
-    positives, top 4 per box. The same pairs supervise every decoder layer."""
+class QueryAssigner(IoUAssigner):
+    """Stage 2, for the decoder's queries (judged by the proposals they start from): IoU >= 0.6
+    positive, ``num_queries`` samples with up to a quarter positives, top 4 per box. The same pairs
+    supervise every decoder layer."""
 
     def __init__(self, num_queries: int, threshold: float = 0.6, positive_fraction: float = 0.25,
                  topk_per_gt: int = 4):
-        self.matcher = Matcher([threshold], [0, 1], allow_low_quality_matches=True)
-        self.num_samples, self.positive_fraction, self.k = num_queries, positive_fraction, topk_per_gt
-
-    def __call__(self, proposals: torch.Tensor, gt_boxes: torch.Tensor) -> Pairs:
-        """proposals (Q, 4) and gt_boxes (M, 4), both (cx, cy, w, h) normalised."""
-        if len(gt_boxes) == 0:
-            return _empty(proposals.device)
-        iou = box_iou(box_convert(gt_boxes, "cxcywh", "xyxy"), box_convert(proposals, "cxcywh", "xyxy"))
-        matched, labels = self.matcher(iou)
-        positive, _ = subsample_labels(labels, self.num_samples, self.positive_fraction, 0)
-        return topk_per_gt(positive, matched[positive], iou, self.k)
+        super().__init__([threshold], [0, 1], num_queries, positive_fraction, topk_per_gt)
