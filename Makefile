@@ -18,17 +18,10 @@ WHEEL_CACHE ?= $(HOME)/.cache/pe_dense/wheels/$(subst ==,-,$(firstword $(TORCH_S
 MMCV_WHEEL = $(firstword $(wildcard $(WHEEL_CACHE)/mmcv-$(MMCV_VERSION)-*.whl))
 STAMP := $(VENV)/.pe_dense-installed
 CSRC := $(shell find pe_dense/ops/csrc -type f)
-DEMO_OUT ?= outputs/demo
-DEMO_CONFIG := configs/detection/shapes/mask_rcnn_PEspatial_T_shapes.py
-DEMO_IMAGES := $(foreach i,0 1 2 3,datasets/shapes/val/00000$(i).png)
-D2_STAMP := $(VENV)/.detectron2-installed
+# make demo [STAGES=features,tracking,detection,segmentation,depth] [WEIGHTS=PE-Spatial-T16-512.pt]
+STAGES ?=
 WEIGHTS ?=
-SEG_DEMO_OUT ?= outputs/seg-demo
-SEG_DEMO_CONFIG := configs/segmentation/scenes/upernet_PEspatial_T_scenes.py
-SEG_DEMO_IMAGES := $(foreach i,0 1 2 3,datasets/pe_scenes/images/validation/scene_00000$(i).jpg)
-DEPTH_DEMO_OUT ?= outputs/depth-demo
-DEPTH_DEMO_CONFIG := configs/depth/scenes/dpt_PEspatial_T_scenes.py
-DEPTH_DEMO_IMAGES := $(foreach i,0 1 2 3,datasets/pe_depth_scenes/images/test/scene_00000$(i).jpg)
+DEMO := $(BIN)/python tools/demo.py $(if $(WEIGHTS),--weights $(WEIGHTS))
 
 # The CUDA kernels are compiled wherever nvcc exists, GPU or not, so a kernel that does not compile
 # fails the build (and CI). FORCE_CUDA=0 skips them.
@@ -36,7 +29,7 @@ FORCE_CUDA ?= $(if $(shell command -v nvcc 2>/dev/null),1,0)
 CUDA_HOME ?= $(wildcard /usr/local/cuda)
 TORCH_CUDA_ARCH_LIST ?= 8.0;9.0
 
-.PHONY: install mmcv-wheel demo detection-demo seg-demo depth-demo align-demo test clean
+.PHONY: install mmcv-wheel lint demo features-demo tracking-demo detection-demo seg-demo depth-demo align-demo test clean
 
 $(STAMP): setup.py pyproject.toml $(CSRC)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,57 +57,36 @@ mmcv-wheel:
 		rm -rf $$src; \
 	fi
 
-# detectron2 is not on PyPI: it comes from its git repository (the [detectron2] extra) unless it is
-# already importable (e.g. built from a local clone with pip install --no-build-isolation CLONE).
-$(D2_STAMP): $(STAMP)
-	$(BIN)/python -c "import detectron2" 2>/dev/null || \
-		$(BIN)/python -m pip install -q --no-build-isolation ".[detectron2]"
-	$(BIN)/python -m pip install -q shapely
-	touch $@
+# The main jobs on built-in data, stage by stage (tools/demo.py), ending with a table of what ran, its
+# headline figure and where its pictures are. detectron2 is not on PyPI: the detection stage installs it from
+# its git repository (the [detectron2] extra) when it is missing, and is skipped, saying how to install it,
+# where that repository is out of reach.
+demo: $(STAMP)
+	$(DEMO) $(if $(STAGES),--stages $(STAGES))
 
-# The main jobs on built-in data, one stage after another: segmentation, depth, detection.
-demo: seg-demo depth-demo detection-demo
+features-demo: $(STAMP)
+	$(DEMO) --stages features
 
-# Detection: train the tiny PE Mask R-CNN on the built-in shapes dataset (generated on first use
-# under datasets/shapes), evaluate it on the val split, and draw its predictions on 4 val images.
-detection-demo: $(D2_STAMP)
-	$(BIN)/python tools/train_net.py --config-file $(DEMO_CONFIG) train.output_dir=$(DEMO_OUT) \
-		$(if $(WEIGHTS),train.init_checkpoint=$(WEIGHTS))
-	$(BIN)/pe-dense detect $(DEMO_IMAGES) --config $(DEMO_CONFIG) --weights $(DEMO_OUT)/model_final.pth \
-		--out $(DEMO_OUT)/pictures
-	@$(BIN)/python -c 'import json, sys; r = json.load(open(sys.argv[1])); \
-		print("shapes_val after training: box AP %.1f, mask AP %.1f" % (r["bbox"]["AP"], r["segm"]["AP"]))' \
-		$(DEMO_OUT)/evaluation.json
+tracking-demo: $(STAMP)
+	$(DEMO) --stages tracking
 
-# Segmentation: a tiny PE UperNet trained on the built-in scenes (generated on first use under
-# datasets/pe_scenes), evaluated on their validation split (mIoU), and run on 4 of its images.
+detection-demo: $(STAMP)
+	$(DEMO) --stages detection
+
 seg-demo: $(STAMP)
-	$(BIN)/python tools/train_seg.py --config $(SEG_DEMO_CONFIG) --work-dir $(SEG_DEMO_OUT) \
-		$(if $(WEIGHTS),--cfg-options model.backbone.weights=$(WEIGHTS))
-	$(BIN)/pe-dense segment $(SEG_DEMO_IMAGES) --config $(SEG_DEMO_CONFIG) --force \
-		--weights $$(cat $(SEG_DEMO_OUT)/last_checkpoint) --out $(SEG_DEMO_OUT)/pictures
-	@$(BIN)/python -c 'import json, sys; r = json.load(open(sys.argv[1])); \
-		print("pe_scenes validation after training: mIoU %.1f, aAcc %.1f" % (r["mIoU"], r["aAcc"]))' \
-		$(SEG_DEMO_OUT)/evaluation.json
+	$(DEMO) --stages segmentation
 
-# Depth: a tiny PE DPT trained on the built-in depth scenes (generated on first use under
-# datasets/pe_depth_scenes), evaluated on their test split against predicting the mean depth, and run on
-# 4 of its images (depth PNG/.npy, pictures with a colour bar, point clouds).
 depth-demo: $(STAMP)
-	$(BIN)/python tools/train_seg.py --config $(DEPTH_DEMO_CONFIG) --work-dir $(DEPTH_DEMO_OUT) \
-		$(if $(WEIGHTS),--cfg-options model.backbone.weights=$(WEIGHTS))
-	$(BIN)/pe-dense depth $(DEPTH_DEMO_IMAGES) --config $(DEPTH_DEMO_CONFIG) --force --ply \
-		--weights $$(cat $(DEPTH_DEMO_OUT)/last_checkpoint) --out $(DEPTH_DEMO_OUT)/pictures
-	@$(BIN)/python -c 'import json, sys; from pe_dense.data.depth_scenes import mean_depth_baseline; \
-		r = json.load(open(sys.argv[1])); b = mean_depth_baseline("datasets/pe_depth_scenes"); \
-		print("pe_depth_scenes test after training: d1 %.3f, RMSE %.3f m, abs_rel %.3f (mean depth everywhere: " \
-		      "d1 %.3f, RMSE %.3f m)" % (r["d1"], r["rmse"], r["abs_rel"], b["d1"], b["rmse"]))' \
-		$(DEPTH_DEMO_OUT)/evaluation.json
+	$(DEMO) --stages depth
 
 # Spatial alignment on the built-in shapes images with tiny random teachers (CPU, ~1.5 min); run
 # again, it resumes (a finished run only re-exports the student).
 align-demo: $(STAMP)
 	$(BIN)/python tools/align_net.py --config configs/align/tiny.py --resume
+
+# ruff with the repository's settings (pyproject.toml); CI runs it before the tests
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests

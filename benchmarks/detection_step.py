@@ -41,15 +41,17 @@ def _cfg(recipe: str, act_checkpoint: bool):
 
 
 def _vitdet_backbone(cfg):
-    """detectron2's ViT with the PE backbone's shape, in the same pyramid."""
+    """detectron2's ViT with the PE backbone's shape, in the same pyramid. Its parameter groups are
+    detectron2's defaults: PE's layer decay is keyed on PE's parameter names and gave the ViT's all 1."""
     from detectron2.config import LazyCall as L
     from detectron2.modeling import ViT
+    from detectron2.solver.build import get_default_optimizer_params
 
     from pe_dense.models import get_config
 
     net = cfg.model.backbone.net
     config = get_config(net.model)
-    depth = net.get("num_blocks") or config.depth
+    depth = net.get("keep_blocks") or config.depth
     cfg.model.backbone.net = L(ViT)(
         img_size=cfg.model.backbone.square_pad, patch_size=16, embed_dim=config.width, depth=depth,
         num_heads=config.heads, mlp_ratio=config.mlp_width / config.width, qkv_bias=True,
@@ -57,6 +59,7 @@ def _vitdet_backbone(cfg):
         window_block_indexes=[i for i in range(depth) if i not in net.global_blocks], use_rel_pos=True,
         use_act_checkpoint=net.use_act_checkpoint, pretrain_img_size=224, out_feature="last_feat",
     )
+    cfg.optimizer.params = L(get_default_optimizer_params)(base_lr="${..lr}", overrides={}, weight_decay_norm=None)
     return cfg
 
 

@@ -61,12 +61,12 @@ def make_inputs(queries: int, device, dtype, pattern: str = "deta", seed: int = 
 
 
 def implementations(device):
-    impls = {"pe_dense": lambda v, s, i, l, w: ms_deform_attn(v, s, i, l, w, use_kernel=True),
-             "reference": lambda v, s, i, l, w: ms_deform_attn_reference(v, s, l, w)}
+    impls = {"pe_dense": lambda v, s, i, loc, w: ms_deform_attn(v, s, i, loc, w, use_kernel=True),
+             "reference": lambda v, s, i, loc, w: ms_deform_attn_reference(v, s, loc, w)}
     try:
         import torch_ms_deform_attn
 
-        impls["torch_ms_deform_attn"] = lambda v, s, i, l, w: torch_ms_deform_attn.ms_deform_attn(v, s, i, l, w)
+        impls["torch_ms_deform_attn"] = lambda v, s, i, loc, w: torch_ms_deform_attn.ms_deform_attn(v, s, i, loc, w)
     except ImportError:
         print("torch-ms-deform-attn is not installed: pip install --no-build-isolation torch-ms-deform-attn==0.1.1")
     return impls

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 
-from pe_dense.align.sam_models import build_segmenter  # noqa: E402
 from pe_dense.align.teachers import SAMCorrespondenceTeacher, point_grid  # noqa: E402
+from pe_dense.integrations.sam import build_segmenter  # noqa: E402
 
 TOKEN_GRID = (32, 32)  # PE-Spatial-L14 / G14 at 448 px
 
@@ -75,7 +75,7 @@ def bench_case(family, arch, image_size, points_per_side, batch_sizes, device, r
         fns = {name: (lambda t=t: t(image[None], TOKEN_GRID)[0]) for name, t in teachers.items()}
         fns["predictor"] = lambda: _predictor_loop(segmenter, image, points_per_side)
         reference = fns["per_point"]()
-        for name, fn in fns.items():
+        for fn in fns.values():
             torch.testing.assert_close(fn(), reference, atol=1e-4, rtol=1e-4)
         times = harness.time_interleaved(fns, device, repeats=repeats, warmup=0)
         encode = harness.time_interleaved({"encode": lambda: segmenter.encode(image[None])}, device, repeats=repeats)
@@ -92,8 +92,14 @@ def bench_case(family, arch, image_size, points_per_side, batch_sizes, device, r
 
 def gpu_figures(device) -> dict:
     """SAM 2.1-L targets/s at 1024 (bf16, 1024 points) and one PE-Spatial-L14 alignment step at 448."""
-    from pe_dense.align.config import (AlignConfig, DataConfig, FeatureTeacherConfig, SAMTeacherConfig,
-                                       StudentConfig, TrainConfig)
+    from pe_dense.align.config import (
+        AlignConfig,
+        DataConfig,
+        FeatureTeacherConfig,
+        SAMTeacherConfig,
+        StudentConfig,
+        TrainConfig,
+    )
     from pe_dense.align.trainer import AlignTrainer
 
     torch.manual_seed(0)

@@ -1,8 +1,8 @@
 """Segmentation with mmsegmentation: one UperNet training iteration with the PE backbone vs mmseg's own
 ``VisionTransformer`` of the same shape, and inference images/s in whole vs sliding-window mode.
 
-The alternative is the same segmentor (MultiLevelNeck, UPerHead, FCN auxiliary head, AdamW with layer
-decay) whose backbone is mmseg's ViT with PE's width, depth, heads, MLP width and output blocks
+The alternative is the same segmentor (MultiLevelNeck, UPerHead, FCN auxiliary head, AdamW; PE's layer
+decay only for the PE backbone) whose backbone is mmseg's ViT with PE's width, depth, heads, MLP width and output blocks
 (learned position table resized bicubically, no RoPE), so the ratio isolates the backbone.
 
     python benchmarks/segmentation_step.py                    # PE-Spatial-T16 UperNet, batch 2 at 512, CPU
@@ -81,6 +81,11 @@ def setup_step(recipe: str, backbone: str, size: int, device: str, amp: bool):
     cfg = _cfg(recipe, backbone)
     model = MODELS.build(cfg.model).to(device).train()
     wrapper_cfg = dict(cfg.optim_wrapper)
+    if backbone == "mmseg ViT" and wrapper_cfg.get("constructor") == "PELayerDecayOptimizerConstructor":
+        # PE's layer decay reads the depth from a PE backbone and keys on PE's parameter names: the ViT
+        # steps the same AdamW over its parameters, without the decay groups.
+        wrapper_cfg.pop("constructor")
+        wrapper_cfg.pop("paramwise_cfg", None)
     if amp:
         wrapper_cfg.update(type="AmpOptimWrapper", dtype="bfloat16")
     optim = build_optim_wrapper(model, wrapper_cfg)

@@ -46,7 +46,7 @@ def _warn_if_huge(config, size: tuple[int, int], batch_size: int) -> None:
     """A loud note when the input has far more tokens than the model was trained at: attention grows
     with the square of the token count, so such a run can take very long with no output."""
     tokens = (size[0] // config.patch_size) * (size[1] // config.patch_size)
-    native = config.grid_size**2
+    native = config.pretrain_grid**2
     if tokens > 16 * native:
         activations = batch_size * tokens * config.mlp_width * 8 / 2**30  # the MLP's hidden layer, float32, x2
         _shout(f"NOTE: {size[0]}x{size[1]} is {tokens} tokens, {tokens / native:.0f}x the {native} {config.name} was "
@@ -84,7 +84,8 @@ def _check_out(out: Path, sources, fixed: Sequence[str], force: bool) -> None:
 def _features(args) -> int:
     from tqdm import tqdm
 
-    from .feature_extraction import find_images, iter_features, parse_size, save_outputs
+    from .data.image_sources import find_images
+    from .feature_extraction import iter_features, parse_size, save_outputs
     from .models import get_config
 
     config = get_config(args.model)
@@ -93,7 +94,7 @@ def _features(args) -> int:
     _check_out(args.out, sources, ["features.json"], args.force)
     _warn_if_huge(config, size, args.batch_size)
     encoder = _build(args)
-    encoder.grid_size(*size)  # fail before any work
+    encoder.token_grid(*size)  # fail before any work
     encoder.layer_index(args.layer)
     args.out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -113,7 +114,8 @@ def _features(args) -> int:
 
 # ---------------------------------------------------------------- viz
 def _viz(args) -> int:
-    from .feature_extraction import find_images, parse_size
+    from .data.image_sources import find_images
+    from .feature_extraction import parse_size
     from .models import get_config
     from .viz.pictures import write_pictures
 
@@ -125,7 +127,7 @@ def _viz(args) -> int:
     _check_out(args.out, sources, ["viz.json"], args.force)
     _warn_if_huge(config, size, args.batch_size)
     encoder = _build(args)
-    encoder.grid_size(*size)  # fail before any work
+    encoder.token_grid(*size)  # fail before any work
     written = write_pictures(encoder, sources, args.out, size=size, layers=args.layers, mode=args.mode, fit=args.fit,
                              point=args.point, batch_size=args.batch_size, precision=args.precision,
                              sweep_height=args.panel_height)
@@ -142,7 +144,7 @@ def _viz(args) -> int:
 
 # ---------------------------------------------------------------- track
 def _track(args) -> int:
-    from .tracking import PropagationConfig, VideoFrames, VideoTracker, davis_palette, track_video
+    from .tracking import VideoFrames, davis_palette, track_video
 
     if (args.mask is None) == (not args.box and not args.point):
         raise UsageError("give the first-frame labels either as --mask or as --box/--point prompts")
@@ -152,19 +154,14 @@ def _track(args) -> int:
         raise UsageError("--resume needs --weights: without them every run draws other random weights, so the "
                          "resumed frames would come from another model")
     _check_out_folder(args.out)  # track has its own rules for a folder with results: finished, or resumable
-    config = PropagationConfig(context=args.context, temperature=args.temperature, radius=args.radius,
-                               topk=args.topk)
     mask = args.mask
     if mask is None:
-        from .tracking.prompts import load_sam, mask_from_prompts
+        from .integrations.sam import load_sam, mask_from_prompts
 
         predictor = load_sam(args.sam_checkpoint, args.sam_model, device=args.device)
         mask = (mask_from_prompts(predictor, VideoFrames(args.video).first(), args.box, args.point), davis_palette())
     encoder = _build(args)
-    tracker = VideoTracker.from_encoder(encoder, layer=args.layer, precision=args.precision, config=config,
-                                        short_side=args.short_side)
-    settings = {"model": args.model, "weights": str(args.weights) if args.weights else "random", "layer": args.layer,
-                "precision": args.precision}
+    tracker, settings = tracker_from_arguments(encoder, args)
     summary = track_video(tracker, args.video, mask, args.out, settings=settings, resume=args.resume,
                           overlay=not args.no_overlay)
     fps = f" ({summary['fps']} frames/s)" if summary["fps"] else ""
@@ -175,7 +172,7 @@ def _track(args) -> int:
 
 # ---------------------------------------------------------------- detect
 def _detect(args) -> int:
-    from .feature_extraction import find_images
+    from .data.image_sources import find_images
 
     try:
         from .integrations.detectron2.predict import Detector, detect_images
@@ -216,7 +213,7 @@ def _config_overrides(pairs: Sequence[str]) -> dict:
 def _mmseg_model(args, manifest_name: str):
     """The Segmenter or DepthPredictor (as ``args.command`` says) of ``args.config`` and ``args.weights``,
     the images and the config overrides, once the output folder and the images are checked."""
-    from .feature_extraction import find_images
+    from .data.image_sources import find_images
 
     try:
         from .integrations.mmseg import predict
@@ -309,6 +306,63 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _non_negative_int(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got '{text}'")
+    return int(text)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'")
+    return value
+
+
+def add_propagation_arguments(p: argparse.ArgumentParser) -> None:
+    """The DAVIS protocol's settings (docs/protocols.md#davis-label-propagation), shared by ``pe-dense track``
+    and ``tools/eval_davis.py``; the defaults come from :class:`PropagationConfig` and :class:`VideoTracker`."""
+    from .tracking.propagation import PropagationConfig
+    from .tracking.tracker import PROTOCOL_SHORT_SIDE
+
+    protocol = PropagationConfig()
+    group = p.add_argument_group("label propagation (the DAVIS protocol's defaults)")
+    group.add_argument("--layer", type=int, default=-1, help="block whose features are used (negative counts from "
+                                                             "the end)")
+    group.add_argument("--short-side", type=_positive_int, default=PROTOCOL_SHORT_SIDE,
+                       help="frames are resized to this short side")
+    group.add_argument("--context", type=_non_negative_int, default=protocol.context,
+                       help="previous frames used besides the first")
+    group.add_argument("--radius", type=_non_negative_int, default=protocol.radius,
+                       help="neighbourhood radius in tokens (0: whole frame)")
+    group.add_argument("--topk", type=_positive_int, default=protocol.topk, help="sources kept per target token")
+    group.add_argument("--temperature", type=_positive_float, default=protocol.temperature,
+                       help="softmax temperature of the cosine affinities")
+
+
+def tracker_from_arguments(encoder, args: argparse.Namespace):
+    """(VideoTracker, settings recorded in track.json) from :func:`add_propagation_arguments`'s options."""
+    from .tracking import PropagationConfig, VideoTracker
+
+    config = PropagationConfig(context=args.context, temperature=args.temperature, radius=args.radius,
+                               topk=args.topk)
+    tracker = VideoTracker.from_encoder(encoder, layer=args.layer, precision=args.precision, config=config,
+                                        short_side=args.short_side)
+    settings = {"model": args.model, "weights": str(args.weights) if args.weights else "random", "layer": args.layer,
+                "precision": args.precision}
+    return tracker, settings
+
+
+def add_precision_argument(p: argparse.ArgumentParser) -> None:
+    from .models.inference import PRECISIONS
+
+    p.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",
+                   help="autocast precision of the encoder")
+
+
 def _add_image_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help="image files, folders of images, or built-in samples (sample:astronaut, sample:chelsea, "
@@ -321,8 +375,8 @@ def _add_model_arguments(p: argparse.ArgumentParser, example: str) -> None:
     p.add_argument("--model", required=True, help=f"model name, e.g. {example} (see `pe-dense models`)")
     p.add_argument("--weights", help="checkpoint file, 'hub' for the released weights, or hf://repo:file; "
                                      "random weights if omitted")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    p.add_argument("--device", type=_device, default="cpu")
+    add_precision_argument(p)
+    p.add_argument("--device", type=device_argument, default="cpu")
 
 
 def _show_defaults(parser: argparse.ArgumentParser) -> None:
@@ -337,7 +391,7 @@ def _show_defaults(parser: argparse.ArgumentParser) -> None:
             action.help = f"{action.help} (default: %(default)s)" if action.help else "default: %(default)s"
 
 
-def _device(spec: str) -> str:
+def device_argument(spec: str) -> str:
     """``--device``: a device torch knows and this machine has."""
     import torch
 
@@ -367,7 +421,7 @@ def _add_trained_model_arguments(p: argparse.ArgumentParser, config_kind: str, c
     p.add_argument("--config", type=Path, required=True, help=f"the {config_kind}, e.g. {config_example}")
     p.add_argument("--weights", required=True, help=weights_help)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
-    p.add_argument("--device", type=_device, default="cpu")
+    p.add_argument("--device", type=device_argument, default="cpu")
     _add_output_options(p)
 
 
@@ -411,12 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sam-checkpoint", type=Path, help="Segment Anything checkpoint for --box/--point")
     p.add_argument("--sam-model", default="vit_b", choices=("vit_b", "vit_l", "vit_h"))
     _add_model_arguments(p, "PE-Spatial-S16-512")
-    p.add_argument("--layer", type=int, default=-1, help="block whose features are used (default: last)")
-    p.add_argument("--short-side", type=_positive_int, default=480, help="frames are resized to this short side")
-    p.add_argument("--context", type=int, default=7, help="previous frames used besides the first")
-    p.add_argument("--radius", type=int, default=12, help="neighbourhood radius in tokens (0: whole frame)")
-    p.add_argument("--topk", type=_positive_int, default=5)
-    p.add_argument("--temperature", type=float, default=0.1)
+    add_propagation_arguments(p)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
     p.add_argument("--out", type=Path, required=True, help="output folder (DAVIS layout: one PNG per frame)")
@@ -424,18 +473,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("detect", help="run a trained detector (detectron2 LazyConfig) on images")
     _add_trained_model_arguments(p, "detector's LazyConfig", "configs/detection/shapes/mask_rcnn_PEspatial_T_shapes.py",
-                                 "trained detector checkpoint (e.g. output/.../model_final.pth), or hf://repo:file")
+                                 "trained detector checkpoint (e.g. outputs/.../model_final.pth), or hf://repo:file")
     p.add_argument("--score-threshold", type=float, default=0.5, help="draw detections with at least this score")
     p.set_defaults(run=_detect)
 
     p = commands.add_parser("segment", help="run a trained segmenter (mmsegmentation config) on images")
     _add_trained_model_arguments(p, "segmenter's config", "configs/segmentation/scenes/upernet_PEspatial_T_scenes.py",
-                                 "trained checkpoint (e.g. work_dirs/.../iter_1000.pth)")
+                                 "trained checkpoint (e.g. outputs/.../iter_1000.pth)")
     p.set_defaults(run=_segment)
 
     p = commands.add_parser("depth", help="run a trained depth estimator (mmsegmentation config) on images")
     _add_trained_model_arguments(p, "estimator's config", "configs/depth/scenes/dpt_PEspatial_T_scenes.py",
-                                 "trained checkpoint (e.g. work_dirs/.../iter_600.pth)")
+                                 "trained checkpoint (e.g. outputs/.../iter_600.pth)")
     p.add_argument("--ply", action="store_true", help="also write each image's point cloud (binary PLY)")
     p.add_argument("--focal", type=float, help="the point cloud camera's focal length in pixels (default: "
                                                "NYU-Depth-v2's, 518.86 px at 640 wide, scaled to the image width)")

@@ -1,100 +1,21 @@
-"""Dense features of many images: input discovery, batched extraction, and saved outputs."""
+"""``pe-dense features``: dense features of many images, in batches, saved with their PCA pictures."""
 
 from __future__ import annotations
 
-import contextlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
 from .atomic_files import atomic_output
-from .data.samples import SAMPLE_IMAGES, sample_image
-from .models.preprocess import Size, load_image, preprocess
+from .data.image_sources import ImageSource
+from .models.inference import extract
+from .models.preprocess import Size
 from .models.vision_transformer import PEVisionTransformer
 from .viz.images import colors_to_image
 from .viz.pca import pca_rgb
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-SAMPLE_PREFIX = "sample:"
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass(frozen=True)
-class ImageSource:
-    """An input image: a name for its outputs and a way to load it."""
-
-    name: str
-    load: Callable[[], Image.Image]
-
-
-def find_images(specs: Sequence[str]) -> list[ImageSource]:
-    """Expand image arguments: files, folders (their images, sorted) and ``sample:NAME`` built-in images.
-
-    Every argument is checked before anything runs; output names are made unique.
-    """
-    sources = []
-    for spec in specs:
-        if spec.startswith(SAMPLE_PREFIX):
-            name = spec[len(SAMPLE_PREFIX):]
-            if name not in SAMPLE_IMAGES:
-                raise ValueError(f"unknown sample image '{name}', expected one of {', '.join(SAMPLE_IMAGES)}")
-            sources.append(ImageSource(name, lambda n=name: sample_image(n)))
-            continue
-        path = Path(spec)
-        if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not files:
-                raise ValueError(f"folder '{path}' has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        elif path.is_file():
-            files = [path]
-        else:
-            raise FileNotFoundError(f"image '{spec}' does not exist")
-        sources += [ImageSource(p.stem, lambda p=p: load_image(p)) for p in files]
-    return _unique_names(sources)
-
-
-def _unique_names(sources: list[ImageSource]) -> list[ImageSource]:
-    seen: dict[str, int] = {}
-    unique = []
-    for source in sources:
-        count = seen.get(source.name, 0)
-        seen[source.name] = count + 1
-        unique.append(source if count == 0 else ImageSource(f"{source.name}_{count}", source.load))
-    return unique
-
-
-def extract(
-    encoder: PEVisionTransformer,
-    images: Sequence[Image.Image],
-    *,
-    size: Size,
-    layer: int = -1,
-    precision: str = "fp32",
-) -> torch.Tensor:
-    """Dense features (B, C, h, w), float32 on the CPU, of a batch of PIL images resized to ``size``."""
-    return extract_layers(encoder, images, size=size, layers=(layer,), precision=precision)[0]
-
-
-def extract_layers(
-    encoder: PEVisionTransformer,
-    images: Sequence[Image.Image],
-    *,
-    size: Size,
-    layers: Sequence[int],
-    precision: str = "fp32",
-) -> list[torch.Tensor]:
-    """Dense features (B, C, h, w) after each block in ``layers``, from one forward pass."""
-    device = next(encoder.parameters()).device
-    batch = torch.stack([preprocess(image, size) for image in images]).to(device)
-    dtype = PRECISIONS[precision]
-    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-    with torch.inference_mode(), autocast:
-        maps = encoder.forward_intermediates(batch, layers)
-    return [m.float().cpu() for m in maps]
 
 
 def iter_features(

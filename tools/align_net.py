@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Spatial alignment: train a PE student against a frozen PE feature teacher and SAM's mask-logit
-correspondences (pe_reference.md §4), then save it as an official PE ``.pt``.
+correspondences (docs/alignment.md), then save it as an official PE ``.pt``.
 
     python tools/align_net.py --config configs/align/tiny.py            # CPU demo, a few minutes
     python tools/align_net.py --config configs/align/PEcore_G_to_spatial.py data.root=/data/sa1b

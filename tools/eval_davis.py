@@ -18,8 +18,9 @@ import time
 import warnings
 from pathlib import Path
 
+from pe_dense.cli import add_precision_argument, add_propagation_arguments, device_argument, tracker_from_arguments
 from pe_dense.models import RandomWeightsWarning, build_encoder
-from pe_dense.tracking import DavisLayout, PropagationConfig, VideoTracker, track_video
+from pe_dense.tracking import DavisLayout, track_video
 from pe_dense.tracking.evaluate import format_table, score_results, summarize, write_csv
 from pe_dense.tracking.run import STATE_DIR
 
@@ -33,14 +34,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--results", type=Path, help="score these results instead of tracking")
     parser.add_argument("--model", help="PE model name for tracking, e.g. PE-Spatial-S16-512")
     parser.add_argument("--weights", help="checkpoint for --model (random weights if omitted, with a warning)")
-    parser.add_argument("--layer", type=int, default=-1)
-    parser.add_argument("--short-side", type=int, default=480)
-    parser.add_argument("--context", type=int, default=7)
-    parser.add_argument("--radius", type=int, default=12)
-    parser.add_argument("--topk", type=int, default=5)
-    parser.add_argument("--temperature", type=float, default=0.1)
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    parser.add_argument("--device", default="cpu")
+    add_precision_argument(parser)
+    parser.add_argument("--device", type=device_argument, default="cpu")
+    add_propagation_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, help="tracking results and score tables go here")
     args = parser.parse_args(argv)
     if (args.results is None) == (args.model is None):
@@ -52,11 +48,7 @@ def track_all(args, layout: DavisLayout, sequences: list[str]) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("default", RandomWeightsWarning)
         encoder = build_encoder(args.model, args.weights, device=args.device)
-    config = PropagationConfig(args.context, args.temperature, args.radius, args.topk)
-    tracker = VideoTracker.from_encoder(encoder, layer=args.layer, precision=args.precision, config=config,
-                                        short_side=args.short_side)
-    settings = {"model": args.model, "weights": str(args.weights or "random"), "layer": args.layer,
-                "precision": args.precision}
+    tracker, settings = tracker_from_arguments(encoder, args)
     for i, sequence in enumerate(sequences, 1):
         first = layout.annotations(sequence)[0]
         out = args.out / sequence

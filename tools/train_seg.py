@@ -6,7 +6,7 @@
     python tools/train_seg.py --config configs/depth/nyu/dpt_PEspatial_L_nyu.py \
         --cfg-options train_dataloader.dataset.data_root=/data/nyu val_dataloader.dataset.data_root=/data/nyu
     python tools/train_seg.py --config ... --resume                 # continue from the work dir's last checkpoint
-    python tools/train_seg.py --config ... --test work_dirs/.../iter_40000.pth   # mIoU (or d1, rmse, ...)
+    python tools/train_seg.py --config ... --test outputs/.../iter_40000.pth   # mIoU (or d1, rmse, ...)
     torchrun --nproc_per_node 8 tools/train_seg.py --config ... --launcher pytorch
     torchrun --nnodes 4 --node_rank R --master_addr HOST --master_port PORT --nproc_per_node 8 \
         tools/train_seg.py --config ... --launcher pytorch          # several machines
@@ -33,7 +33,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True,
                         help="mmseg config file (configs/segmentation/..., configs/depth/...)")
-    parser.add_argument("--work-dir", help="where logs and checkpoints go (default: work_dirs/<config name>)")
+    parser.add_argument("--work-dir", help="where logs and checkpoints go (default: outputs/<config name>)")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE",
                         help="config overrides, e.g. model.backbone.weights=/path/PE-Spatial-B16-512.pt")
     parser.add_argument("--resume", action="store_true", help="continue from the work dir's last checkpoint")

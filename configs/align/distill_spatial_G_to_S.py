@@ -1,12 +1,6 @@
-"""distill_spatial_G_to_L.py with a PE-Core-S16 student at 512 px (32 x 32 tokens, as G at 448)."""
+"""Distilling PE-Spatial-G into PE-Core-S16-384 at 512 px (32 x 32 tokens, as G at 448); the recipe is
+pe_dense.align.recipes.distill_spatial_G, shared with distill_spatial_G_to_{T,S,B,L}.py."""
 
-import dataclasses
-import runpy
-from pathlib import Path
+from pe_dense.align.recipes import distill_spatial_G
 
-base = runpy.run_path(str(Path(__file__).with_name("distill_spatial_G_to_L.py")))["config"]
-config = dataclasses.replace(
-    base,
-    student=dataclasses.replace(base.student, model="PE-Core-S16-384", image_size=512),
-    train=dataclasses.replace(base.train, output_dir="output/distill_spatial_G_to_S"),
-)
+config = distill_spatial_G("PE-Core-S16-384", output_dir="outputs/distill_spatial_G_to_S")

@@ -11,8 +11,15 @@ at 128 px (8 x 8 tokens) learns from two frozen teachers:
 Measured on 2 CPU cores: ~0.8 s per iteration; the cosine loss falls from ~1.05 to ~0.23 and the
 SAM loss from ~0.40 to ~0.14 in 60 iterations. The numbers only show the mechanics."""
 
-from pe_dense.align.config import (AlignConfig, DataConfig, FeatureTeacherConfig, OptimConfig, SAMTeacherConfig,
-                                   StudentConfig, TrainConfig)
+from pe_dense.align.config import (
+                                   AlignConfig,
+                                   DataConfig,
+                                   FeatureTeacherConfig,
+                                   OptimConfig,
+                                   SAMTeacherConfig,
+                                   StudentConfig,
+                                   TrainConfig,
+)
 
 config = AlignConfig(
     student=StudentConfig(model="PE-Spatial-T16-512", weights=None, image_size=128),

@@ -1,12 +1,11 @@
-"""Spatial alignment (how PE-Spatial is made, pe_reference.md §4): teachers, losses, data and the
+"""Spatial alignment (how PE-Spatial is made, docs/alignment.md): teachers, losses, data and the
 trainer behind tools/align_net.py."""
 
 from .config import AlignConfig, AlignConfigError, load_config
 from .losses import FeatureDistillation, cosine_distillation_loss, pairwise_similarity_loss
-from .sam_models import build_segmenter
 from .teachers import FeatureTeacher, SAMCorrespondenceTeacher, default_teacher_layer
 
 __all__ = [
     "AlignConfig", "AlignConfigError", "FeatureDistillation", "FeatureTeacher", "SAMCorrespondenceTeacher",
-    "build_segmenter", "cosine_distillation_loss", "default_teacher_layer", "load_config", "pairwise_similarity_loss",
+    "cosine_distillation_loss", "default_teacher_layer", "load_config", "pairwise_similarity_loss",
 ]

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+from ..integrations.sam import MASK_CHOICES, SAM_FAMILIES
 from ..models.configs import get_config
-from .sam_models import MASK_CHOICES, SAM_FAMILIES
 
 AUGMENTATIONS = ("resize", "center_crop", "random_resized_crop")
 
@@ -78,7 +78,7 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    output_dir: str = "output/align"
+    output_dir: str = "outputs/align"
     iters: int = 20000
     batch_size: int = 8  # per process
     seed: int = 0

@@ -1,4 +1,4 @@
-"""The two teachers of spatial alignment (pe_reference.md §4), both frozen, both fed the same batch
+"""The two teachers of spatial alignment (docs/alignment.md), both frozen, both fed the same batch
 of square RGB images in [0, 1] as the student:
 
 - :class:`FeatureTeacher`: a PE encoder's tokens after an intermediate block (self-alignment), or
@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..integrations.sam import MASK_CHOICES, PromptableSegmenter
 from ..models.configs import PEVisionConfig
 from ..models.vision_transformer import PEVisionTransformer
-from .sam_models import MASK_CHOICES, PromptableSegmenter
 
 # PE-Core-G's best spatial layer per the paper's layer-wise probing: block 41 of 50.
 G_TEACHER_LAYER, G_DEPTH = 41, 50
@@ -49,7 +49,7 @@ class FeatureTeacher(nn.Module):
         encoder.truncate(self.layer)
         self.encoder = encoder.eval().requires_grad_(False)
         self.image_size = image_size or encoder.config.image_size
-        encoder.grid_size(self.image_size, self.image_size)  # a clear error for a size that is not a patch multiple
+        encoder.token_grid(self.image_size, self.image_size)  # a clear error for a size that is not a patch multiple
 
     @property
     def width(self) -> int:
@@ -81,7 +81,7 @@ class SAMCorrespondenceTeacher(nn.Module):
     tokens (``pairwise_similarity_loss`` computes it without building the N x N matrix).
 
     Args:
-        segmenter: from :func:`pe_dense.align.sam_models.build_segmenter`.
+        segmenter: from :func:`pe_dense.integrations.sam.build_segmenter`.
         points_per_side: P (the paper: 32, i.e. 1024 prompts).
         points_per_batch: prompts per decoder call; memory grows linearly with it.
         mask: "single" takes the single-mask output (SAM 2.1 falls back to its best multimask output

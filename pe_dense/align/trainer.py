@@ -1,4 +1,4 @@
-"""The spatial-alignment trainer (pe_reference.md §4): a PE student learns from a frozen feature
+"""The spatial-alignment trainer (docs/alignment.md): a PE student learns from a frozen feature
 teacher (per-token cosine and/or pairwise similarity) and from SAM's mask-logit correspondences
 (pairwise similarity), with AdamW, warmup + cosine, bf16 autocast, gradient checkpointing, torch
 DDP (torchrun), periodic checkpoints that resume exactly, metrics.jsonl + TensorBoard, and at the
@@ -24,14 +24,15 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..atomic_files import atomic_output
+from ..integrations.sam import build_segmenter
 from ..models.build import build_encoder
 from ..models.checkpoint import CheckpointError, load_torch_file, save_state_dict
 from ..models.hub import resolve_weights
+from ..models.inference import autocast
 from ..models.vision_transformer import PEVisionTransformer
 from .config import AlignConfig
 from .data import EpochStreamSampler, ImageFolder, builtin_image_folder, collate
 from .losses import FeatureDistillation, pairwise_similarity_loss
-from .sam_models import build_segmenter
 from .target_cache import TargetCache
 from .teachers import FeatureTeacher, SAMCorrespondenceTeacher, pe_input
 
@@ -222,11 +223,11 @@ class AlignTrainer:
         return torch.stack(targets).to(self.device)
 
     def step(self, images: torch.Tensor, keys: list[str]) -> dict[str, float]:
-        amp = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.train.amp)
-        with torch.no_grad(), amp:
+        precision = "bf16" if self.config.train.amp else "fp32"
+        with torch.no_grad(), autocast(self.device, precision):
             teacher_tokens = self.teacher(images) if self.teacher is not None else None
             sam_targets = self._sam_targets(images, keys) if self.sam is not None else None
-        with amp:
+        with autocast(self.device, precision):
             losses = self.ddp_model(images, teacher_tokens, sam_targets)
         self.optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()

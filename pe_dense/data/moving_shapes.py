@@ -14,8 +14,8 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..tracking.davis import davis_palette, write_label_png
 from .drawing import muted, saturated, smooth_texture
+from .label_maps import davis_palette, write_label_png
 
 SHAPES = ("ellipse", "rectangle", "triangle", "diamond")
 

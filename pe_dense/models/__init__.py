@@ -2,15 +2,23 @@
 
 from .build import RandomWeightsWarning, build_encoder
 from .checkpoint import CheckpointError, LoadReport, load_weights, read_checkpoint, save_state_dict, to_official
-from .configs import MODEL_CONFIGS, PEVisionConfig, UnknownModelError, get_config, list_models
+from .configs import (
+                      MODEL_CONFIGS,
+                      RELEASED_G_STAGE_ENDS,
+                      PEVisionConfig,
+                      UnknownModelError,
+                      get_config,
+                      list_models,
+                      stage_end_blocks,
+)
 from .convert import official_to_timm, resize_patch_embed, timm_to_official
 from .hub import WeightsNotFoundError, resolve_weights
 from .preprocess import load_image, preprocess
 from .vision_transformer import PEVisionTransformer
 
 __all__ = [
-    "MODEL_CONFIGS", "CheckpointError", "LoadReport", "PEVisionConfig", "PEVisionTransformer", "RandomWeightsWarning",
-    "UnknownModelError", "WeightsNotFoundError", "build_encoder", "get_config", "list_models", "load_image",
-    "load_weights", "official_to_timm", "preprocess", "read_checkpoint", "resize_patch_embed", "resolve_weights",
-    "save_state_dict", "timm_to_official", "to_official",
+    "MODEL_CONFIGS", "RELEASED_G_STAGE_ENDS", "CheckpointError", "LoadReport", "PEVisionConfig", "PEVisionTransformer",
+    "RandomWeightsWarning", "UnknownModelError", "WeightsNotFoundError", "build_encoder", "get_config", "list_models",
+    "load_image", "load_weights", "official_to_timm", "preprocess", "read_checkpoint", "resize_patch_embed",
+    "resolve_weights", "save_state_dict", "stage_end_blocks", "timm_to_official", "to_official",
 ]

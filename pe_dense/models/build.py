@@ -38,7 +38,7 @@ def build_encoder(
         strict: refuse checkpoints with missing or unexpected keys (shape mismatches always fail).
         prefix: key prefix of the vision tower when a checkpoint holds several towers.
         device: where to put the model.
-        **options: build options of :class:`PEVisionTransformer` (num_blocks, window_size, ...).
+        **options: build options of :class:`PEVisionTransformer` (keep_blocks, window_size, ...).
     """
     config = get_config(model) if isinstance(model, str) else model
     # A strict load overwrites every parameter, so skip the random init (minutes for G) and allocate only.

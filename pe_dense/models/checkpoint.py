@@ -181,7 +181,7 @@ def adapt_to_model(state: StateDict, model) -> tuple[StateDict, list[str]]:
     if table is not None and table.ndim == 3 and table.shape[0] == 1:  # detectron2 layout (1, N, C)
         table = state["positional_embedding"] = table[0]
     dropped_cls = not model.use_cls_token and model.config.use_cls_token
-    if dropped_cls and table is not None and table.ndim == 2 and table.shape[0] == model.config.grid_size**2:
+    if dropped_cls and table is not None and table.ndim == 2 and table.shape[0] == model.config.pretrain_grid**2:
         # A detection checkpoint without the class row: the row is never used, so it is filled with zeros.
         state["positional_embedding"] = torch.cat([table.new_zeros(1, table.shape[1]), table])
         notes.append("positional_embedding has no class row (the class token is dropped): a zero row added")
@@ -230,7 +230,7 @@ def guess_configs(state: StateDict) -> list[str]:
     def fits(c: PEVisionConfig) -> bool:
         return (
             kernel.shape[0] == c.width
-            and table.shape[-2] == int(c.use_cls_token) + c.grid_size**2
+            and table.shape[-2] == int(c.use_cls_token) + c.pretrain_grid**2
             and len(blocks) == c.depth
             and (mlp is None or mlp.shape[0] == c.mlp_width)
             and ("class_embedding" in state) == c.use_cls_token

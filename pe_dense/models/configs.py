@@ -1,11 +1,11 @@
-"""Named configurations of every released PE vision tower (pe_reference.md §2)."""
+"""Named configurations of every released PE vision tower (docs/models.md)."""
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,8 @@ class PEVisionConfig:
         return self.width // self.heads
 
     @property
-    def grid_size(self) -> int:
-        """Side of the pretraining token grid (the position table's grid)."""
+    def pretrain_grid(self) -> int:
+        """Tokens per side of the pretraining grid: the grid of the position table."""
         return self.image_size // self.patch_size
 
     def replace(self, **changes) -> "PEVisionConfig":
@@ -52,31 +52,39 @@ class PEVisionConfig:
         return dataclasses.replace(self, **changes)
 
 
-def _core(name, patch, width, depth, heads, mlp, image, cls, out, timm):
-    return PEVisionConfig(name, "core", patch, width, depth, heads, mlp, image, cls, None, True, "attn", out,
-                          timm_name=timm)
-
-
-def _dense(name, family, patch, width, depth, heads, mlp, image, cls, ls, timm):
-    return PEVisionConfig(name, family, patch, width, depth, heads, mlp, image, cls, ls, False, None, None,
-                          timm_name=timm)
+def _core_config(**fields) -> PEVisionConfig:
+    """A PE-Core tower: the family-constant fields (ln_post, CLIP attention pooling) filled in."""
+    return PEVisionConfig(family="core", use_ln_post=True, pool="attn", **fields)
 
 
 _CONFIGS = [
-    _core("PE-Core-T16-384", 16, 192, 12, 3, 768, 384, True, 512, "vit_pe_core_tiny_patch16_384"),
-    _core("PE-Core-S16-384", 16, 384, 12, 6, 1536, 384, True, 512, "vit_pe_core_small_patch16_384"),
-    _core("PE-Core-B16-224", 16, 768, 12, 12, 3072, 224, True, 1024, "vit_pe_core_base_patch16_224"),
-    _core("PE-Core-L14-336", 14, 1024, 24, 16, 4096, 336, True, 1024, "vit_pe_core_large_patch14_336"),
-    _core("PE-Core-G14-448", 14, 1536, 50, 16, 8960, 448, False, 1280, "vit_pe_core_gigantic_patch14_448"),
-    _dense("PE-Lang-L14-448", "lang", 14, 1024, 23, 16, 4096, 448, True, 0.1, "vit_pe_lang_large_patch14_448"),
-    _dense("PE-Lang-G14-448", "lang", 14, 1536, 47, 16, 8960, 448, False, 0.1, "vit_pe_lang_gigantic_patch14_448"),
-    _dense("PE-Spatial-T16-512", "spatial", 16, 192, 12, 3, 768, 512, True, None, "vit_pe_spatial_tiny_patch16_512"),
-    _dense("PE-Spatial-S16-512", "spatial", 16, 384, 12, 6, 1536, 512, True, None, "vit_pe_spatial_small_patch16_512"),
-    _dense("PE-Spatial-B16-512", "spatial", 16, 768, 12, 12, 3072, 512, True, None, "vit_pe_spatial_base_patch16_512"),
-    _dense("PE-Spatial-L14-448", "spatial", 14, 1024, 24, 16, 4096, 448, True, None,
-           "vit_pe_spatial_large_patch14_448"),
-    _dense("PE-Spatial-G14-448", "spatial", 14, 1536, 50, 16, 8960, 448, False, 0.1,
-           "vit_pe_spatial_gigantic_patch14_448"),
+    _core_config(name="PE-Core-T16-384", patch_size=16, width=192, depth=12, heads=3, mlp_width=768, image_size=384,
+                 use_cls_token=True, output_dim=512, timm_name="vit_pe_core_tiny_patch16_384"),
+    _core_config(name="PE-Core-S16-384", patch_size=16, width=384, depth=12, heads=6, mlp_width=1536, image_size=384,
+                 use_cls_token=True, output_dim=512, timm_name="vit_pe_core_small_patch16_384"),
+    _core_config(name="PE-Core-B16-224", patch_size=16, width=768, depth=12, heads=12, mlp_width=3072, image_size=224,
+                 use_cls_token=True, output_dim=1024, timm_name="vit_pe_core_base_patch16_224"),
+    _core_config(name="PE-Core-L14-336", patch_size=14, width=1024, depth=24, heads=16, mlp_width=4096,
+                 image_size=336, use_cls_token=True, output_dim=1024, timm_name="vit_pe_core_large_patch14_336"),
+    _core_config(name="PE-Core-G14-448", patch_size=14, width=1536, depth=50, heads=16, mlp_width=8960,
+                 image_size=448, use_cls_token=False, output_dim=1280, timm_name="vit_pe_core_gigantic_patch14_448"),
+    PEVisionConfig(name="PE-Lang-L14-448", family="lang", patch_size=14, width=1024, depth=23, heads=16,
+                   mlp_width=4096, image_size=448, use_cls_token=True, ls_init_value=0.1,
+                   timm_name="vit_pe_lang_large_patch14_448"),
+    PEVisionConfig(name="PE-Lang-G14-448", family="lang", patch_size=14, width=1536, depth=47, heads=16,
+                   mlp_width=8960, image_size=448, use_cls_token=False, ls_init_value=0.1,
+                   timm_name="vit_pe_lang_gigantic_patch14_448"),
+    PEVisionConfig(name="PE-Spatial-T16-512", family="spatial", patch_size=16, width=192, depth=12, heads=3,
+                   mlp_width=768, image_size=512, use_cls_token=True, timm_name="vit_pe_spatial_tiny_patch16_512"),
+    PEVisionConfig(name="PE-Spatial-S16-512", family="spatial", patch_size=16, width=384, depth=12, heads=6,
+                   mlp_width=1536, image_size=512, use_cls_token=True, timm_name="vit_pe_spatial_small_patch16_512"),
+    PEVisionConfig(name="PE-Spatial-B16-512", family="spatial", patch_size=16, width=768, depth=12, heads=12,
+                   mlp_width=3072, image_size=512, use_cls_token=True, timm_name="vit_pe_spatial_base_patch16_512"),
+    PEVisionConfig(name="PE-Spatial-L14-448", family="spatial", patch_size=14, width=1024, depth=24, heads=16,
+                   mlp_width=4096, image_size=448, use_cls_token=True, timm_name="vit_pe_spatial_large_patch14_448"),
+    PEVisionConfig(name="PE-Spatial-G14-448", family="spatial", patch_size=14, width=1536, depth=50, heads=16,
+                   mlp_width=8960, image_size=448, use_cls_token=False, ls_init_value=0.1,
+                   timm_name="vit_pe_spatial_gigantic_patch14_448"),
 ]
 MODEL_CONFIGS: dict[str, PEVisionConfig] = {c.name: c for c in _CONFIGS}
 # The -Tiling Lang checkpoints were trained with image tiling but share the Lang architectures.
@@ -100,3 +108,23 @@ def get_config(name: str) -> PEVisionConfig:
     close = difflib.get_close_matches(name, MODEL_CONFIGS, n=3, cutoff=0.5)
     hint = f" Did you mean {' or '.join(close)}?" if close else ""
     raise UnknownModelError(f"unknown PE model '{name}'.{hint} Known models: {', '.join(MODEL_CONFIGS)}")
+
+
+# The four stage-end blocks of the released PE-G detectors (global attention there, windows elsewhere).
+RELEASED_G_STAGE_ENDS = (12, 24, 36, 49)
+
+
+def stage_end_blocks(model: Union[str, PEVisionConfig]) -> tuple[int, int, int, int]:
+    """The last block of each of a model's four stages: ViTDet's global-attention blocks in detection,
+    and the blocks whose maps feed the four scales of segmentation and depth heads.
+
+    The 50-block G towers use the released PE detectors' blocks, ``RELEASED_G_STAGE_ENDS`` =
+    (12, 24, 36, 49); other depths are split evenly, as ViTDet does: (2, 5, 8, 11) for 12 blocks,
+    (5, 11, 17, 23) for 24.
+    """
+    depth = (get_config(model) if isinstance(model, str) else model).depth
+    if depth == 50:
+        return RELEASED_G_STAGE_ENDS
+    if depth < 4:
+        raise ValueError(f"a {depth}-block model has no four stages")
+    return tuple((i + 1) * depth // 4 - 1 for i in range(4))

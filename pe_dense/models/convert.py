@@ -1,7 +1,7 @@
 """Lossless conversion of PE vision state dicts between the official layout and timm's ``vit_pe_*`` layout,
 and the patch-size conversion used by the detection backbones.
 
-Official keys (pe_reference.md §3) are pe_dense's own parameter names. timm renames them, reshapes
+Official keys (docs/checkpoints.md) are pe_dense's own parameter names. timm renames them, reshapes
 the class token and position table, splits the pooling head's packed in-projection into q and kv
 and stores ``proj`` transposed as ``head.weight`` with a zero ``head.bias``.
 """
@@ -105,6 +105,7 @@ def timm_to_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def resize_patch_embed(weight: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """Resize a (width, 3, p, p) patch kernel to another patch size, bicubically (pe_reference.md §6)."""
+    """Resize a (width, 3, p, p) patch kernel to another patch size, bicubically
+    (docs/detection.md#vitdet-mask-r-cnn)."""
     resized = F.interpolate(weight.float(), size=(patch_size, patch_size), mode="bicubic", align_corners=False)
     return resized.to(weight.dtype)

@@ -1,8 +1,9 @@
 """Absolute position table of PE, adapted to the token grid of the current input.
 
 The table is learned on the square pretraining grid (G x G rows, plus one row for the class token
-where the model has one). Released models resize it bilinearly for other grids (pe_reference.md
-§1); the ViTDet detection backbones either tile it or resize it bicubically (§6).
+where the model has one). Released models resize it bilinearly for other grids
+(docs/encoder.md#class-token-and-position-table); the ViTDet detection backbones either tile it or
+resize it bicubically (docs/detection.md#vitdet-mask-r-cnn).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ def grid_side(num_patch_rows: int) -> int:
     return side
 
 
-def adapt_pos_embed(patch_table: torch.Tensor, grid_h: int, grid_w: int, mode: PosEmbedMode = "bilinear") -> torch.Tensor:
+def adapt_pos_embed(patch_table: torch.Tensor, grid_h: int, grid_w: int,
+                    mode: PosEmbedMode = "bilinear") -> torch.Tensor:
     """Rows for a grid_h x grid_w grid from a (G*G, C) table of patch positions (no class row)."""
     side = grid_side(patch_table.shape[0])
     if (grid_h, grid_w) == (side, side):

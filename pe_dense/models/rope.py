@@ -1,4 +1,4 @@
-"""2D rotary position embedding (RoPE) as the released PE models apply it (pe_reference.md §1).
+"""2D rotary position embedding (RoPE) as the released PE models apply it (docs/encoder.md#rope).
 
 Each head's channels form head_dim/2 adjacent pairs (x0, x1) that rotate together by one angle.
 The first half of the pairs rotate with the token's column x, the second half with its row y,
@@ -26,7 +26,7 @@ def axis_positions(n: int, *, offset: float = 0.0, pretrain_grid: Optional[int] 
     """Positions of a run of n tokens along one axis.
 
     Released models use the integer index plus ``offset`` (1 when a class token takes position 0).
-    With ``pretrain_grid`` set (the ViTDet detection backbone, pe_reference.md §6) positions are
+    With ``pretrain_grid`` set (the ViTDet detection backbone, docs/detection.md#vitdet-mask-r-cnn) positions are
     rescaled so the run spans the pretraining grid: k * pretrain_grid / n + 1.
     """
     k = torch.arange(n, device=device)

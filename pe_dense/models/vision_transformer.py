@@ -116,12 +116,22 @@ class Transformer(nn.Module):
         self.resblocks = nn.ModuleList(blocks)
         self.grad_checkpointing = False
 
+    def _run_block(self, block: ResidualAttentionBlock, x: torch.Tensor, pos: TokenPositions) -> torch.Tensor:
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(block, x, pos, use_reentrant=False)
+        return block(x, pos)
+
     def run(self, x: torch.Tensor, pos: TokenPositions, last: int) -> Iterator[tuple[int, torch.Tensor]]:
         """Run blocks 0..last, yielding (index, tokens) after each."""
-        use_ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         for i, block in enumerate(self.resblocks[: last + 1]):
-            x = checkpoint(block, x, pos, use_reentrant=False) if use_ckpt else block(x, pos)
+            x = self._run_block(block, x, pos)
             yield i, x
+
+    def forward(self, x: torch.Tensor, pos: TokenPositions, last: int) -> torch.Tensor:
+        """The tokens after block ``last`` (only the latest block's tokens are kept alive)."""
+        for block in self.resblocks[: last + 1]:
+            x = self._run_block(block, x, pos)
+        return x
 
 
 class AttentionPooling(nn.Module):
@@ -145,7 +155,8 @@ class PEVisionTransformer(nn.Module):
 
     Args:
         config: the architecture (see ``pe_dense.models.get_config``).
-        num_blocks: keep only the first ``num_blocks`` blocks (dropping unused trailing blocks).
+        keep_blocks: keep only the first ``keep_blocks`` blocks (dropping unused trailing blocks); None
+            keeps all ``config.depth``.
         patch_size: patch size of ``conv1`` if not the config's (e.g. 16 for a patch-14 model in
             detection; checkpoints are converted on load).
         drop_cls_token: run without the class token even if the checkpoint has one (ViTDet).
@@ -163,7 +174,7 @@ class PEVisionTransformer(nn.Module):
         self,
         config: PEVisionConfig,
         *,
-        num_blocks: Optional[int] = None,
+        keep_blocks: Optional[int] = None,
         patch_size: Optional[int] = None,
         drop_cls_token: bool = False,
         window_size: int = 0,
@@ -173,9 +184,9 @@ class PEVisionTransformer(nn.Module):
         drop_path_rate: float = 0.0,
     ):
         super().__init__()
-        num_blocks = config.depth if num_blocks is None else num_blocks
-        if not 1 <= num_blocks <= config.depth:
-            raise ValueError(f"num_blocks must be in 1..{config.depth} for {config.name}, got {num_blocks}")
+        keep_blocks = config.depth if keep_blocks is None else keep_blocks
+        if not 1 <= keep_blocks <= config.depth:
+            raise ValueError(f"keep_blocks must be in 1..{config.depth} for {config.name}, got {keep_blocks}")
         if pos_embed_mode not in POS_EMBED_MODES:
             raise ValueError(f"pos_embed_mode must be one of {POS_EMBED_MODES}, got '{pos_embed_mode}'")
         bad = [i for i in global_blocks if not 0 <= i < config.depth]
@@ -195,7 +206,8 @@ class PEVisionTransformer(nn.Module):
         if self.use_cls_token:
             self.class_embedding = nn.Parameter(torch.empty(width))
         # The table keeps the checkpoint's class row even when the token is dropped, so weights load as they are.
-        self.positional_embedding = nn.Parameter(torch.empty(int(config.use_cls_token) + config.grid_size**2, width))
+        table_rows = int(config.use_cls_token) + config.pretrain_grid**2
+        self.positional_embedding = nn.Parameter(torch.empty(table_rows, width))
         self.ln_pre = nn.LayerNorm(width, eps=1e-5)
         rates = [drop_path_rate * i / max(config.depth - 1, 1) for i in range(config.depth)]
         blocks = [
@@ -203,7 +215,7 @@ class PEVisionTransformer(nn.Module):
                 width, config.heads, config.mlp_width, config.ls_init_value, rates[i],
                 window_size=0 if i in global_blocks else window_size,
             )
-            for i in range(num_blocks)
+            for i in range(keep_blocks)
         ]
         self.transformer = Transformer(blocks)
         self.ln_post = nn.LayerNorm(width, eps=1e-5) if config.use_ln_post else nn.Identity()
@@ -241,6 +253,7 @@ class PEVisionTransformer(nn.Module):
 
     @property
     def num_blocks(self) -> int:
+        """How many blocks the model has (after ``keep_blocks`` or :meth:`truncate`)."""
         return len(self.transformer.resblocks)
 
     @property
@@ -255,12 +268,12 @@ class PEVisionTransformer(nn.Module):
         """Drop the blocks after ``layer``, e.g. when only that intermediate layer is used."""
         self.transformer.resblocks = self.transformer.resblocks[: self.layer_index(layer) + 1]
 
-    def freeze(self, num_blocks: Optional[int] = None) -> "PEVisionTransformer":
-        """Stop gradients to all parameters, or to the embeddings and the first ``num_blocks`` blocks."""
-        if num_blocks is None:
+    def freeze(self, first_blocks: Optional[int] = None) -> "PEVisionTransformer":
+        """Stop gradients to the embeddings and the first ``first_blocks`` blocks; None freezes everything."""
+        if first_blocks is None:
             self.requires_grad_(False)
             return self
-        for module in (self.conv1, self.ln_pre, *self.transformer.resblocks[:num_blocks]):
+        for module in (self.conv1, self.ln_pre, *self.transformer.resblocks[:first_blocks]):
             module.requires_grad_(False)
         for name in ("class_embedding", "positional_embedding"):
             if hasattr(self, name):
@@ -275,8 +288,8 @@ class PEVisionTransformer(nn.Module):
             raise ValueError(f"layer {layer} is out of range for a {n}-block model (valid: {-n}..{n - 1})")
         return layer % n
 
-    def grid_size(self, height: int, width: int) -> tuple[int, int]:
-        """Token grid of an input of this size; sizes must be multiples of the patch size."""
+    def token_grid(self, height: int, width: int) -> tuple[int, int]:
+        """(rows, columns) of tokens for an input of this size; sizes must be multiples of the patch size."""
         p = self.patch_size
         if height % p or width % p or height < p or width < p:
             raise ValueError(
@@ -307,7 +320,7 @@ class PEVisionTransformer(nn.Module):
         """Patchify, add positions, prepend the class token and apply ln_pre: (B, cls + h*w, width)."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
-        grid_h, grid_w = self.grid_size(images.shape[2], images.shape[3])
+        grid_h, grid_w = self.token_grid(images.shape[2], images.shape[3])
         x = self.conv1(images).flatten(2).transpose(1, 2)
         x = x + self.position_table(grid_h, grid_w).to(x.dtype)
         if self.use_cls_token:
@@ -327,11 +340,10 @@ class PEVisionTransformer(nn.Module):
         """
         last = self.layer_index(layer)
         x, pos = self.embed(images)
-        for _, x in self.transformer.run(x, pos, last):
-            pass
-        return self.ln_post(x) if norm else x
+        tokens = self.transformer(x, pos, last)
+        return self.ln_post(tokens) if norm else tokens
 
-    def forward_intermediates(
+    def dense_features_at(
         self,
         images: torch.Tensor,
         layers: Sequence[int] = (-1,),
@@ -350,9 +362,9 @@ class PEVisionTransformer(nn.Module):
             raise ValueError("layers is empty")
         x, pos = self.embed(images)
         found = {}
-        for i, x in self.transformer.run(x, pos, max(wanted)):
+        for i, tokens in self.transformer.run(x, pos, max(wanted)):
             if i in wanted:
-                found[i] = self.ln_post(x) if norm else x
+                found[i] = self.ln_post(tokens) if norm else tokens
         maps = [self._to_map(found[i], pos) for i in wanted]
         if return_cls_token:
             return [(m, found[i][:, 0]) for m, i in zip(maps, wanted)]
@@ -360,7 +372,7 @@ class PEVisionTransformer(nn.Module):
 
     def dense_features(self, images: torch.Tensor, layer: int = -1, norm: bool = False) -> torch.Tensor:
         """The dense map (B, width, H/p, W/p) after block ``layer``, without the class token."""
-        return self.forward_intermediates(images, (layer,), norm=norm)[0]
+        return self.dense_features_at(images, (layer,), norm=norm)[0]
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
         """CLIP embedding from ln_post-normalised tokens: attention pooling then ``proj`` (Core only)."""

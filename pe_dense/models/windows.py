@@ -22,7 +22,8 @@ def window_partition(x: torch.Tensor, grid_h: int, grid_w: int, window: int) -> 
     return x.reshape(-1, window * window, c), (hp, wp)
 
 
-def window_unpartition(windows: torch.Tensor, padded: tuple[int, int], grid_h: int, grid_w: int, window: int) -> torch.Tensor:
+def window_unpartition(windows: torch.Tensor, padded: tuple[int, int], grid_h: int, grid_w: int,
+                       window: int) -> torch.Tensor:
     """Inverse of :func:`window_partition`: back to (B, grid_h*grid_w, C) without the padding."""
     hp, wp = padded
     c = windows.shape[-1]

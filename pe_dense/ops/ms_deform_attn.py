@@ -35,7 +35,8 @@ def kernels_available(device: torch.device | str = "cpu") -> bool:
 @functools.lru_cache(maxsize=None)
 def _warn_fallback(device_type: str) -> None:
     _, reason = _extension()
-    why = f"pe_dense._C does not import ({reason})" if reason else f"pe_dense._C was built without {device_type} kernels"
+    why = (f"pe_dense._C does not import ({reason})" if reason
+           else f"pe_dense._C was built without {device_type} kernels")
     warnings.warn(f"{why}: using the pure-PyTorch multi-scale deformable attention, which is slower and needs more "
                   f"memory. Rebuild with `pip install --no-build-isolation -e .` (FORCE_CUDA=1 for CUDA).",
                   RuntimeWarning, stacklevel=3)
@@ -83,7 +84,8 @@ def ms_deform_attn(
     shapes, starts = as_level_tensors(spatial_shapes, level_start_index)
     check_inputs(value, shapes, starts, sampling_locations, attention_weights)
     if torch.is_autocast_enabled(value.device.type):  # sampling positions need float32 precision
-        value, sampling_locations, attention_weights = value.float(), sampling_locations.float(), attention_weights.float()
+        value, sampling_locations, attention_weights = (
+            value.float(), sampling_locations.float(), attention_weights.float())
     # Small tensors: a non-blocking copy from the host does not wait for the device.
     shapes = shapes.to(value.device, non_blocking=True)
     starts = starts.to(value.device, non_blocking=True)
@@ -92,7 +94,8 @@ def ms_deform_attn(
         if not use_kernel:
             _warn_fallback(value.device.type)
     elif use_kernel and not kernels_available(value.device):
-        raise RuntimeError(f"no compiled deformable attention kernel for {value.device.type}: {_extension()[1] or 'not built'}")
+        raise RuntimeError(f"no compiled deformable attention kernel for {value.device.type}: "
+                           f"{_extension()[1] or 'not built'}")
     if not use_kernel:
         return ms_deform_attn_reference(value, shapes, sampling_locations, attention_weights)
     return _MSDeformAttnFunction.apply(value, shapes, starts, sampling_locations, attention_weights)

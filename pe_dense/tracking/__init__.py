@@ -1,6 +1,7 @@
 """Video object tracking by zero-shot label propagation, video I/O and the DAVIS J&F metrics."""
 
-from .davis import DavisLayout, davis_palette, read_label_png, write_label_png
+from ..data.label_maps import davis_palette, read_label_png, write_label_png
+from .davis import DavisLayout
 from .metrics import Statistics, boundary_f, region_jaccard, score_sequence
 from .propagation import LabelPropagator, PropagationConfig, labels_at_pixels, propagate_labels
 from .run import track_video

@@ -11,7 +11,8 @@ from typing import Sequence, Union
 import numpy as np
 
 from ..atomic_files import atomic_output
-from .davis import DavisLayout, read_label_png
+from ..data.label_maps import read_label_png
+from .davis import DavisLayout
 from .metrics import Statistics, score_sequence
 
 PathLike = Union[str, os.PathLike]

@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from ..atomic_files import atomic_output
-from .davis import read_label_png, write_label_png
+from ..data.label_maps import read_label_png, write_label_png
 from .tracker import VideoTracker
 from .video import VideoFrames, video_writer
 
@@ -115,7 +115,8 @@ def track_video(
         raise ValueError(f"the mask is {labels.shape[1]}x{labels.shape[0]} but the video is {width}x{height}")
     tracker.check_frame_size(width, height)
     if not labels.any():
-        warnings.warn("the first-frame mask has no object (all background): every frame will be background")
+        warnings.warn("the first-frame mask has no object (all background): every frame will be background",
+                      stacklevel=2)
     settings = {**(settings or {}), "video": str(Path(video).resolve()), "short_side": tracker.short_side,
                 "propagation": vars(tracker.config), "labels_sha": _digest(labels)}
     if (out / SUMMARY).exists():

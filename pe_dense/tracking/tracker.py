@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Optional
 
@@ -10,10 +9,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..feature_extraction import PRECISIONS
+from ..models.inference import autocast
 from ..models.preprocess import preprocess
 from .propagation import LabelPropagator, PropagationConfig, corner_view, labels_at_pixels, one_hot_labels
 
+PROTOCOL_SHORT_SIDE = 480  # the DAVIS protocol's frame size (docs/protocols.md#davis-label-propagation)
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]  # (1, 3, H, W) in [-1, 1] -> (1, C, H/p, W/p)
 
 
@@ -33,11 +33,12 @@ class VideoTracker:
     patch size), as the DAVIS protocol does at 480 px; outputs come back at each frame's own size.
     """
 
-    def __init__(self, features: FeatureFn, patch_size: int, config: PropagationConfig = PropagationConfig(),
-                 short_side: int = 480, device: torch.device | str = "cpu"):
+    def __init__(self, features: FeatureFn, patch_size: int, config: Optional[PropagationConfig] = None,
+                 short_side: int = PROTOCOL_SHORT_SIDE, device: torch.device | str = "cpu"):
         if short_side < patch_size:
             raise ValueError(f"short_side {short_side} is smaller than the patch size {patch_size}")
-        self.features_fn, self.patch_size, self.config = features, patch_size, config
+        self.features_fn, self.patch_size = features, patch_size
+        self.config = config or PropagationConfig()  # the protocol's defaults
         self.short_side, self.device = short_side, torch.device(device)
 
     @classmethod
@@ -45,11 +46,9 @@ class VideoTracker:
         """Track with ``encoder.dense_features`` at ``layer`` (the protocol uses the last layer)."""
         encoder.layer_index(layer)  # fail now on a bad layer
         device = next(encoder.parameters()).device
-        dtype = PRECISIONS[precision]
 
         def features(batch: torch.Tensor) -> torch.Tensor:
-            autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
-            with torch.inference_mode(), autocast:
+            with torch.inference_mode(), autocast(device, precision):
                 return encoder.dense_features(batch, layer).float()
 
         return cls(features, encoder.config.patch_size, device=device, **kwargs)

@@ -12,8 +12,8 @@ import numpy as np
 from PIL import Image
 
 from ..atomic_files import atomic_output
+from ..data.image_sources import list_images
 from ..models.preprocess import load_image
-from .davis import list_images
 
 PathLike = Union[str, os.PathLike]
 DEFAULT_FPS = 24.0

@@ -8,7 +8,8 @@ from typing import Optional, Sequence
 import torch
 from PIL import Image
 
-from ..feature_extraction import ImageSource, extract_layers
+from ..data.image_sources import ImageSource
+from ..models.inference import extract_layers
 from ..models.preprocess import Size
 from ..models.vision_transformer import PEVisionTransformer
 from .correspondence import similarity_map, token_at, token_center

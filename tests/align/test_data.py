@@ -152,3 +152,19 @@ def test_the_pe_spatial_recipe_is_the_papers():
         "sam2", "hiera_l", 1024, 32)
     with pytest.raises(AlignConfigError, match="data.root /nowhere is not a folder"):
         load_config(TINY.parent / "PEcore_G_to_spatial.py", ["data.root=/nowhere"])
+
+
+@pytest.mark.parametrize("size, student, image_size", [
+    ("T", "PE-Core-T16-384", 512), ("S", "PE-Core-S16-384", 512), ("B", "PE-Core-B16-224", 512),
+    ("L", "PE-Core-L14-336", 448)])
+def test_distillation_configs_are_one_recipe_for_each_student(size, student, image_size):
+    import dataclasses
+
+    from pe_dense.align.recipes import distill_spatial_G
+
+    config = load_config(TINY.parent / f"distill_spatial_G_to_{size}.py", ["data.root=None"])
+    assert (config.student.model, config.student.image_size) == (student, image_size)  # G's 32 x 32 tokens
+    assert config.train.output_dir == f"outputs/distill_spatial_G_to_{size}"
+    assert dataclasses.replace(config, data=dataclasses.replace(config.data, root="datasets/sa1b")) == (
+        distill_spatial_G(student, output_dir=config.train.output_dir))
+    assert (config.teacher.model, config.teacher.image_size, config.sam.family) == ("PE-Spatial-G14-448", 448, None)

@@ -6,9 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pe_dense.align.sam_models import build_segmenter
-from pe_dense.align.teachers import (FeatureTeacher, SAMCorrespondenceTeacher, default_teacher_layer, pe_input,
-                                     point_grid)
+from pe_dense.align.teachers import (
+    FeatureTeacher,
+    SAMCorrespondenceTeacher,
+    default_teacher_layer,
+    pe_input,
+    point_grid,
+)
+from pe_dense.integrations.sam import build_segmenter
 from pe_dense.models import build_encoder, get_config
 from pe_dense.models.checkpoint import CheckpointError
 
@@ -48,7 +53,7 @@ def test_feature_teacher_default_layer_and_bad_size():
     encoder = build_encoder(get_config("PE-Core-T16-384").replace(depth=12))
     assert FeatureTeacher(encoder).layer == 10
     with pytest.raises(ValueError, match="multiple of the patch size"):
-        FeatureTeacher(build_encoder("PE-Core-T16-384", num_blocks=2), layer=1, image_size=100)
+        FeatureTeacher(build_encoder("PE-Core-T16-384", keep_blocks=2), layer=1, image_size=100)
 
 
 def test_point_grid_is_sams_automatic_mask_generator_grid():

@@ -9,8 +9,17 @@ import pytest
 from PIL import Image
 
 from pe_dense.data import depth_scenes
-from pe_dense.data.depth_scenes import (DEPTH_SCALE, IMAGE_SIZE, Room, ensure_depth_scenes, intrinsics, ray_cast,
-                                        render_depth_scene, sample_room, write_depth_split)
+from pe_dense.data.depth_scenes import (
+    DEPTH_SCALE,
+    IMAGE_SIZE,
+    Room,
+    ensure_depth_scenes,
+    intrinsics,
+    ray_cast,
+    render_depth_scene,
+    sample_room,
+    write_depth_split,
+)
 
 
 def back_project(depth: np.ndarray, room: Room) -> np.ndarray:

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pe_dense.data.shapes import (CLASSES, encode_rle, ensure_shapes_split, render_shapes_image,
-                                  write_shapes_split)
+from pe_dense.data.shapes import CLASSES, encode_rle, ensure_shapes_split, render_shapes_image, write_shapes_split
 
 
 def test_rendering_is_deterministic_per_image():

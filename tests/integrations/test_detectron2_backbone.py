@@ -4,7 +4,6 @@ import importlib.util
 
 import pytest
 import torch
-
 from conftest import _official_source, randomize_
 
 pytestmark = pytest.mark.suite("detectron2")
@@ -88,3 +87,39 @@ def test_layer_wise_lr_decay():
     assert rate("backbone.net.transformer.resblocks.11.mlp.c_fc.bias") == 0.5
     for head in ("backbone.simfp_2.0.weight", "roi_heads.box_predictor.cls_score.weight", "proposal_generator.x"):
         assert rate(head) == 1.0
+
+
+def test_rope_grid_is_the_models_pretraining_grid_unless_given():
+    from pe_dense.integrations.detectron2 import PEBackbone
+    from pe_dense.models import get_config
+
+    assert PEBackbone(MODEL, keep_blocks=1).rope_pretrain_grid == get_config(MODEL).pretrain_grid == 32
+    assert PEBackbone("PE-Core-B16-224", keep_blocks=1).rope_pretrain_grid == 14
+    assert PEBackbone(MODEL, keep_blocks=1, rope_pretrain_grid=16).rope_pretrain_grid == 16
+    assert PEBackbone(MODEL, keep_blocks=1, rope_pretrain_grid=None).rope_pretrain_grid is None
+
+
+def test_optimizer_params_take_the_decay_depth_from_the_model():
+    import torch.nn as nn
+
+    from pe_dense.integrations.detectron2 import PEBackbone, pe_backbone_blocks, pe_optimizer_params
+
+    class Detector(nn.Module):
+        def __init__(self, keep_blocks):
+            super().__init__()
+            self.backbone = nn.Module()
+            self.backbone.net = PEBackbone(MODEL, keep_blocks=keep_blocks)
+            self.head = nn.Linear(4, 2)
+
+    for keep_blocks in (3, 5):
+        model = Detector(keep_blocks)
+        assert pe_backbone_blocks(model) == keep_blocks
+        groups = pe_optimizer_params(model, base_lr=1.0, lr_decay_rate=0.5, weight_decay_norm=None)
+        lr = {id(p): g["lr"] for g in groups for p in g["params"]}
+        named = dict(model.named_parameters())
+        assert lr[id(named["backbone.net.conv1.weight"])] == 0.5 ** (keep_blocks + 1)
+        assert lr[id(named["backbone.net.transformer.resblocks.0.attn.in_proj_weight"])] == 0.5**keep_blocks
+        assert lr[id(named[f"backbone.net.transformer.resblocks.{keep_blocks - 1}.mlp.c_fc.bias"])] == 0.5
+        assert lr[id(named["head.weight"])] == 1.0
+    with pytest.raises(ValueError, match="no PE encoder"):
+        pe_backbone_blocks(nn.Sequential(nn.Linear(2, 2)))

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import randomize_
 
 pytestmark = pytest.mark.suite("detectron2")
@@ -17,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 TINY_CONFIG = REPO / "configs/detection/shapes/mask_rcnn_PEspatial_T_shapes.py"
 DETECTION_CONFIGS = sorted(p for p in (REPO / "configs/detection").rglob("*.py") if p.parent.name != "common")
 # Two blocks (one windowed, one global) keep every test fast while exercising both kinds of block.
-SMALL = ["model.backbone.net.num_blocks=2", "model.backbone.net.global_blocks=[1]"]
+SMALL = ["model.backbone.net.keep_blocks=2", "model.backbone.net.global_blocks=[1]"]
 
 
 @pytest.fixture(scope="module")
@@ -119,9 +118,8 @@ def test_pe_encoder_checkpoint_initialises_the_backbone_with_patch_14_to_16(tmp_
     from pe_dense.models import PEVisionTransformer, get_config, resize_patch_embed
 
     small_l14 = get_config("PE-Spatial-L14-448").replace(width=64, depth=2, heads=2, mlp_width=128)
-    cfg = tiny_cfg(tmp_path, "model.backbone.net.num_blocks=null", "model.backbone.net.global_blocks=[1]")
+    cfg = tiny_cfg(tmp_path, "model.backbone.net.keep_blocks=null", "model.backbone.net.global_blocks=[1]")
     cfg.model.backbone.net.model = small_l14
-    cfg.model.backbone.net.rope_pretrain_grid = small_l14.grid_size
     encoder = randomize_(PEVisionTransformer(small_l14), seed=6).state_dict()
     clip = {"visual." + k: v for k, v in encoder.items()}
     clip["text.token_embedding.weight"] = torch.zeros(10, 4)
@@ -129,6 +127,7 @@ def test_pe_encoder_checkpoint_initialises_the_backbone_with_patch_14_to_16(tmp_
 
     torch.manual_seed(0)
     detector = instantiate(cfg.model)
+    assert detector.backbone.net.rope_pretrain_grid == small_l14.pretrain_grid  # from the model, not the config
     heads_before = detector.state_dict()["roi_heads.box_predictor.cls_score.weight"].clone()
     missing = PEDetectionCheckpointer(detector).load_model_weights(str(tmp_path / "pe.pt"))
     assert missing and not [k for k in missing if k.startswith("backbone.net.")]
@@ -171,7 +170,7 @@ def test_checkpointer_refuses_pickles_and_mismatched_encoders(tmp_path):
     with pytest.raises(CheckpointError, match="could run code"):
         PEDetectionCheckpointer(detector).load(str(tmp_path / "code.pth"))
 
-    wider = PEVisionTransformer(get_config("PE-Spatial-S16-512"), num_blocks=2).state_dict()
+    wider = PEVisionTransformer(get_config("PE-Spatial-S16-512"), keep_blocks=2).state_dict()
     torch.save(wider, tmp_path / "s16.pt")
     with pytest.raises(CheckpointError, match="does not fit PE-Spatial-T16-512"):
         PEDetectionCheckpointer(detector).load(str(tmp_path / "s16.pt"))
@@ -197,15 +196,28 @@ def test_every_detection_config_builds_and_resolves(path):
     from detectron2.data import DatasetCatalog
 
     from pe_dense.integrations.detectron2 import PEBackbone
+    from pe_dense.models import get_config, stage_end_blocks
 
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(str(path)), ["model.backbone.net.num_blocks=2"])
+    cfg = LazyConfig.load(str(path))
+    name = cfg.model.backbone.net.model
+    if path.parent.name != "shapes":  # the published recipes: global attention at the stage ends
+        assert list(cfg.model.backbone.net.global_blocks) == list(stage_end_blocks(name))
+    cfg = LazyConfig.apply_overrides(cfg, ["model.backbone.net.keep_blocks=2"])
     model = instantiate(cfg.model)  # G at reduced depth
     assert isinstance(model.backbone.net, PEBackbone) and model.backbone.net.patch_size == 16
+    assert model.backbone.net.rope_pretrain_grid == get_config(name).pretrain_grid
     family, size = path.stem.split("_")[2:4]  # mask_rcnn_PEspatial_G_coco36ep -> PEspatial, G
-    assert cfg.model.backbone.net.model.startswith({"PEspatial": "PE-Spatial-", "PEcore": "PE-Core-"}[family] + size)
+    assert name.startswith({"PEspatial": "PE-Spatial-", "PEcore": "PE-Core-"}[family] + size)
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
     assert optimizer.param_groups and instantiate(cfg.lr_multiplier) is not None
+    # layer decay over the built backbone's 2 blocks: embeddings decay ** 3, block 1 decay ** 1
+    lr = {id(p): g["lr"] / cfg.optimizer.lr for g in optimizer.param_groups for p in g["params"]}
+    params = dict(model.named_parameters())
+    decay = cfg.optimizer.params.lr_decay_rate
+    assert lr[id(params["backbone.net.conv1.weight"])] == pytest.approx(decay**3)
+    assert lr[id(params["backbone.net.transformer.resblocks.1.attn.in_proj_weight"])] == pytest.approx(decay)
+    assert lr[id(params["roi_heads.box_predictor.cls_score.weight"])] == pytest.approx(1.0)
     for name in (cfg.dataloader.train.dataset.names, cfg.dataloader.test.dataset.names):
         assert name in DatasetCatalog.list()
     mapper = instantiate(cfg.dataloader.train.mapper)
@@ -220,15 +232,36 @@ def test_coco_g_config_is_the_published_recipe():
     net = cfg.model.backbone.net
     assert (net.model, net.patch_size, net.window_size, list(net.global_blocks)) == (
         "PE-Spatial-G14-448", 16, 32, [12, 24, 36, 49])
-    assert (net.rope_pretrain_grid, net.pos_embed_mode, net.drop_path_rate, net.use_act_checkpoint) == (
-        32, "tile", 0.5, True)
+    assert "rope_pretrain_grid" not in net  # PEBackbone takes the model's, 32 for G (see the tests above and below)
+    assert (net.pos_embed_mode, net.drop_path_rate, net.use_act_checkpoint) == ("tile", 0.5, True)
     assert cfg.model.backbone.scale_factors == (4.0, 2.0, 1.0, 0.5) and cfg.model.backbone.square_pad == 1024
     assert list(cfg.model.pixel_mean) == list(cfg.model.pixel_std) == [127.0] * 3 and cfg.model.input_format == "RGB"
-    assert (cfg.optimizer.lr, cfg.optimizer.params.lr_factor_func.keywords) == (
-        5e-5, {"lr_decay_rate": 0.9, "num_layers": 50})
+    assert (cfg.optimizer.lr, cfg.optimizer.params.lr_decay_rate) == (5e-5, 0.9)
+    assert "num_layers" not in cfg.optimizer.params  # read from the built model: 50 blocks for G
     assert cfg.dataloader.train.total_batch_size == 64 and cfg.train.max_iter == 66375
     assert list(cfg.lr_multiplier.scheduler.milestones) == [59000, 63916]
     assert cfg.lr_multiplier.warmup_length * cfg.train.max_iter == pytest.approx(250)
+
+
+def test_settings_that_follow_from_the_model_follow_an_overridden_model():
+    """PE-Core-B16-224 in the G config: RoPE on B's 14-token pretraining grid (not G's 32) and layer
+    decay over B's blocks; an explicit grid still wins."""
+    from detectron2.config import LazyConfig, instantiate
+
+    cfg = LazyConfig.load(str(REPO / "configs/detection/COCO/mask_rcnn_PEspatial_G_coco36ep.py"))
+    cfg = LazyConfig.apply_overrides(cfg, ["model.backbone.net.model=PE-Core-B16-224",
+                                           "model.backbone.net.keep_blocks=3", "model.backbone.net.global_blocks=[2]"])
+    model = instantiate(cfg.model)
+    assert model.backbone.net.rope_pretrain_grid == 14
+    cfg.optimizer.params.model = model
+    optimizer = instantiate(cfg.optimizer)
+    lr = {id(p): g["lr"] / cfg.optimizer.lr for g in optimizer.param_groups for p in g["params"]}
+    params = dict(model.named_parameters())
+    assert lr[id(params["backbone.net.conv1.weight"])] == pytest.approx(0.9**4)  # 3 blocks + 1
+    assert lr[id(params["backbone.net.transformer.resblocks.0.mlp.c_fc.weight"])] == pytest.approx(0.9**3)
+
+    cfg.model.backbone.net.rope_pretrain_grid = 16
+    assert instantiate(cfg.model.backbone.net).rope_pretrain_grid == 16
 
 
 # ------------------------------------------------------------------ tools/train_net.py

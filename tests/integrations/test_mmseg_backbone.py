@@ -5,7 +5,6 @@ import pickle
 
 import pytest
 import torch
-
 from conftest import randomize_
 
 pytestmark = pytest.mark.suite("mmseg")
@@ -15,8 +14,9 @@ MODEL = "PE-Spatial-T16-512"
 
 @pytest.fixture(scope="module", autouse=True)
 def mmseg_scope():
-    import pe_dense.integrations.mmseg  # noqa: F401  (registers the modules)
     from mmengine.registry import init_default_scope
+
+    import pe_dense.integrations.mmseg  # noqa: F401  (registers the modules)
 
     init_default_scope("mmseg")
 
@@ -36,7 +36,7 @@ def test_maps_equal_the_encoders_intermediates(reference, tmp_path):
     backbone = PEBackbone(MODEL, weights=str(path), out_indices=(3, -1, 7)).eval()
     x = torch.randn(2, 3, 64, 96)
     with torch.no_grad():
-        expected = reference.forward_intermediates(x, (3, -1, 7))
+        expected = reference.dense_features_at(x, (3, -1, 7))
         maps = backbone(x)
     assert [m.shape for m in maps] == [(2, 192, 4, 6)] * 3
     for got, want in zip(maps, expected):
@@ -106,18 +106,27 @@ def test_linear_head_concatenates_layers():
     assert one(maps).shape == (2, 5, 4, 6)  # the last map by default
 
 
-def test_layer_decay_groups():
-    from mmengine.optim import build_optim_wrapper
+def _segmentor(out_indices):
     from mmseg.registry import MODELS
 
-    model = MODELS.build(dict(
+    return MODELS.build(dict(
         type="EncoderDecoder",
-        backbone=dict(type="PEBackbone", model=MODEL, out_indices=(-1,), frozen=False),
+        backbone=dict(type="PEBackbone", model=MODEL, out_indices=out_indices, frozen=False),
         decode_head=dict(type="LinearProbeHead", in_channels=192, num_classes=3, norm_cfg=dict(type="BN"))))
-    model.backbone.encoder.transformer.resblocks[0].requires_grad_(False)
-    wrapper = build_optim_wrapper(model, dict(
+
+
+def _layer_decay_wrapper(model, **paramwise_cfg):
+    from mmengine.optim import build_optim_wrapper
+
+    return build_optim_wrapper(model, dict(
         optimizer=dict(type="AdamW", lr=1.0, weight_decay=0.05), constructor="PELayerDecayOptimizerConstructor",
-        paramwise_cfg=dict(num_layers=12, decay_rate=0.5)))
+        paramwise_cfg=dict(decay_rate=0.5, **paramwise_cfg)))
+
+
+def test_layer_decay_groups():
+    model = _segmentor(out_indices=(-1,))
+    model.backbone.encoder.transformer.resblocks[0].requires_grad_(False)
+    wrapper = _layer_decay_wrapper(model)  # over 12 layers: the backbone's blocks
     found = {id(p): (g["lr"], g["weight_decay"]) for g in wrapper.optimizer.param_groups for p in g["params"]}
     named = dict(model.named_parameters())
     expect = {
@@ -132,6 +141,19 @@ def test_layer_decay_groups():
         assert found[id(named[name])] == pytest.approx(value), name
     frozen = named["backbone.encoder.transformer.resblocks.0.attn.in_proj_weight"]
     assert id(frozen) not in found
+
+
+def test_layer_decay_depth_is_the_built_backbones():
+    model = _segmentor(out_indices=(1, 4))  # blocks after 4 are dropped: 5 layers
+    assert model.backbone.encoder.num_blocks == 5
+    wrapper = _layer_decay_wrapper(model)
+    found = {id(p): g["lr"] for g in wrapper.optimizer.param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert found[id(named["backbone.encoder.conv1.weight"])] == pytest.approx(0.5**6)
+    assert found[id(named["backbone.encoder.transformer.resblocks.4.mlp.c_fc.weight"])] == pytest.approx(0.5)
+    assert found[id(named["decode_head.conv_seg.weight"])] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="read from the model's PE backbone"):
+        _layer_decay_wrapper(model, num_layers=12)
 
 
 def test_checkpoints_with_code_are_refused(tmp_path):

@@ -85,16 +85,16 @@ def test_dpt_project_readout_needs_class_tokens():
 def test_backbone_returns_class_tokens_where_the_model_has_one():
     from pe_dense.integrations.mmseg import PEBackbone
 
-    backbone = PEBackbone("PE-Spatial-T16-512", num_blocks=3, out_indices=(0, 2), output_cls_token=True).eval()
+    backbone = PEBackbone("PE-Spatial-T16-512", keep_blocks=3, out_indices=(0, 2), output_cls_token=True).eval()
     images = torch.randn(2, 3, 64, 48)
     pairs = backbone(images)
-    expected = backbone.encoder.forward_intermediates(images, (0, 2), return_cls_token=True)
+    expected = backbone.encoder.dense_features_at(images, (0, 2), return_cls_token=True)
     for (grid, cls), (grid_ref, cls_ref) in zip(pairs, expected):
         assert grid.shape == (2, 192, 4, 3) and cls.shape == (2, 192)
         torch.testing.assert_close(grid, grid_ref)
         torch.testing.assert_close(cls, cls_ref)
     with pytest.raises(ValueError, match="no class token"):
-        PEBackbone("PE-Spatial-G14-448", num_blocks=1, output_cls_token=True)
+        PEBackbone("PE-Spatial-G14-448", keep_blocks=1, output_cls_token=True)
 
 
 def test_gradient_loss_ignores_scale_and_missing_depth_and_matches_the_formula():
@@ -232,7 +232,7 @@ def test_every_config_builds_trains_predicts_and_reads_its_data(config_path, dep
     cfg = Config.fromfile(str(config_path))
     root = depth_roots / ("scenes" if "scenes" in config_path.parts else "nyu")
     four = len(cfg.model.backbone.out_indices) == 4
-    cfg.merge_from_dict({"model.backbone.weights": None, "model.backbone.num_blocks": 2,  # G and L at reduced depth
+    cfg.merge_from_dict({"model.backbone.weights": None, "model.backbone.keep_blocks": 2,  # G and L at reduced depth
                          "model.backbone.out_indices": (0, 1, 1, 1) if four else (-1,),
                          **{f"{loader}.dataset.data_root": str(root) for loader in LOADERS},
                          **{f"{loader}.num_workers": 0 for loader in LOADERS},

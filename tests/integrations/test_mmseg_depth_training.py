@@ -97,7 +97,7 @@ def test_resumed_training_continues_exactly(scenes_root, tmp_path):
     config = tmp_path / "deterministic.py"
     config.write_text(f"""_base_ = ["{DPT_SCENES}"]
 randomness = dict(seed=3)
-model = dict(backbone=dict(num_blocks=2, out_indices=(0, 1, 1, 1)))
+model = dict(backbone=dict(keep_blocks=2, out_indices=(0, 1, 1, 1)))
 train_dataloader = dict(batch_size=2, dataset=dict(pipeline=[
     dict(type="LoadCheckedImage"), dict(type="LoadCheckedDepth", depth_rescale_factor=1e-3, max_depth=10.0),
     dict(type="PackSegInputs")]))
@@ -130,7 +130,7 @@ def test_bad_depth_map_stops_training_naming_the_file(tmp_path):
     bad = root / "annotations/train/scene_000001.png"
     Image.fromarray(np.full((48, 64), 40, np.uint8)).save(bad)  # an 8-bit PNG
     result = run(TOOL, "--config", LINEAR_NYU, "--work-dir", tmp_path / "work", "--cfg-options", *options(root),
-                 "model.backbone.weights=None", "model.backbone.num_blocks=1", "model.backbone.out_indices=(0,0,0,0)",
+                 "model.backbone.weights=None", "model.backbone.keep_blocks=1", "model.backbone.out_indices=(0,0,0,0)",
                  "train_dataloader.batch_size=2", "train_cfg.max_iters=2", "train_cfg.val_interval=100",
                  "train_dataloader.dataset.pipeline.4.crop_size=(32,32)")
     assert result.returncode == 2, result.stderr[-3000:]
@@ -152,7 +152,7 @@ def trained(scenes_root, tmp_path_factory):
     """A tiny DPT trained for a few iterations, and its test-mode evaluation."""
     work = tmp_path_factory.mktemp("dpt")
     result = run(TOOL, "--config", DPT_SCENES, "--work-dir", work, "--cfg-options", *options(scenes_root),
-                 "model.backbone.num_blocks=2", "model.backbone.out_indices=(0,1,1,1)", "train_cfg.max_iters=4",
+                 "model.backbone.keep_blocks=2", "model.backbone.out_indices=(0,1,1,1)", "train_cfg.max_iters=4",
                  "train_cfg.val_interval=100", "default_hooks.checkpoint.interval=4")
     assert result.returncode == 0, result.stderr[-3000:]
     return work / "iter_4.pth"
@@ -160,7 +160,7 @@ def trained(scenes_root, tmp_path_factory):
 
 def test_test_mode_writes_every_depth_metric(trained, scenes_root, tmp_path):
     result = run(TOOL, "--config", DPT_SCENES, "--test", trained, "--work-dir", tmp_path, "--cfg-options",
-                 *options(scenes_root), "model.backbone.num_blocks=2", "model.backbone.out_indices=(0,1,1,1)")
+                 *options(scenes_root), "model.backbone.keep_blocks=2", "model.backbone.out_indices=(0,1,1,1)")
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "evaluation.json").read_text())
     assert {"d1", "d2", "d3", "abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog"} <= metrics.keys()
@@ -187,7 +187,7 @@ def test_depth_command_writes_png_npy_picture_point_cloud_and_manifest(trained, 
     image = scenes_root / "images/test/scene_000000.jpg"
     out = tmp_path / "out"
     result = depth_cli(image, "sample:astronaut", "--config", DPT_SCENES, "--weights", trained, "--out", out, "--ply",
-                       "--set", "model.backbone.num_blocks=2", "--set", "model.backbone.out_indices=(0,1,1,1)")
+                       "--set", "model.backbone.keep_blocks=2", "--set", "model.backbone.out_indices=(0,1,1,1)")
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = json.loads((out / "depth.json").read_text())
     assert [e["name"] for e in manifest["images"]] == ["scene_000000", "astronaut"]
@@ -218,7 +218,7 @@ def test_depth_command_writes_png_npy_picture_point_cloud_and_manifest(trained, 
 
 def test_depth_command_bad_inputs_exit_2_and_write_nothing(trained, tmp_path):
     out = tmp_path / "out"
-    common = ["--config", DPT_SCENES, "--weights", trained, "--out", out, "--set", "model.backbone.num_blocks=2",
+    common = ["--config", DPT_SCENES, "--weights", trained, "--out", out, "--set", "model.backbone.keep_blocks=2",
               "--set", "model.backbone.out_indices=(0,1,1,1)"]
     bad_image = tmp_path / "bad.jpg"
     bad_image.write_bytes(b"not a jpeg")

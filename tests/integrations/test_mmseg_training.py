@@ -63,7 +63,7 @@ def train_seg(*args, timeout=600):
 def small_model(config_path):
     """Overrides for a quick build: random weights, two blocks (G and L at reduced depth)."""
     upernet = "upernet" in config_path.name
-    return {"model.backbone.weights": None, "model.backbone.num_blocks": 2,
+    return {"model.backbone.weights": None, "model.backbone.keep_blocks": 2,
             "model.backbone.out_indices": (0, 1, 1, 1) if upernet else (-1,)}
 
 
@@ -237,7 +237,7 @@ def corrupt_image(image, label):
 def test_bad_data_is_refused_naming_the_file(damage, ade_root, tmp_path):
     bad = _bad_dataset(ade_root, damage)
     options = [*cli(data_options(ade_root)), "train_cfg.max_iters=4", "train_dataloader.batch_size=4",
-               "train_cfg.val_interval=100", "model.backbone.weights=None", "model.backbone.num_blocks=1"]
+               "train_cfg.val_interval=100", "model.backbone.weights=None", "model.backbone.keep_blocks=1"]
     result = train_seg("--config", LINEAR_ADE, "--work-dir", tmp_path / "work", "--cfg-options", *options)
     assert result.returncode == 2, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-1]

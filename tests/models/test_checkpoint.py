@@ -6,21 +6,21 @@ import zipfile
 
 import pytest
 import torch
-
 from conftest import randomize_
+
 from pe_dense.models import (
     CheckpointError,
     UnknownModelError,
     WeightsNotFoundError,
     build_encoder,
     get_config,
+    hub,
     load_weights,
     official_to_timm,
     read_checkpoint,
     save_state_dict,
     timm_to_official,
 )
-from pe_dense.models import hub
 from pe_dense.models.checkpoint import load_torch_file
 
 

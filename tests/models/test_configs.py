@@ -1,8 +1,8 @@
 import pytest
 
-from pe_dense.models import MODEL_CONFIGS, UnknownModelError, get_config, list_models
+from pe_dense.models import MODEL_CONFIGS, UnknownModelError, get_config, list_models, stage_end_blocks
 
-# pe_reference.md §2: patch, width, depth, heads, mlp width, cls token, layerscale, output dim, image
+# docs/models.md: patch, width, depth, heads, mlp width, cls token, layerscale, output dim, image
 TABLE = {
     "PE-Core-T16-384": (16, 192, 12, 3, 768, True, None, 512, 384),
     "PE-Core-S16-384": (16, 384, 12, 6, 1536, True, None, 512, 384),
@@ -47,3 +47,15 @@ def test_inconsistent_configs_are_refused():
         base.replace(heads=5)
     with pytest.raises(ValueError, match="not a multiple of patch"):
         base.replace(image_size=500)
+
+
+def test_pretrain_grid_is_the_position_tables_side():
+    assert get_config("PE-Spatial-G14-448").pretrain_grid == 32 and get_config("PE-Core-B16-224").pretrain_grid == 14
+    assert get_config("PE-Spatial-T16-512").pretrain_grid == 32 and get_config("PE-Core-L14-336").pretrain_grid == 24
+
+
+def test_stage_end_blocks_are_the_released_ones_for_g_and_evenly_spaced_otherwise():
+    assert stage_end_blocks("PE-Spatial-G14-448") == stage_end_blocks("PE-Core-G14-448") == (12, 24, 36, 49)
+    assert stage_end_blocks("PE-Spatial-L14-448") == (5, 11, 17, 23)
+    assert stage_end_blocks(get_config("PE-Spatial-B16-512")) == (2, 5, 8, 11)
+    assert stage_end_blocks("PE-Lang-G14-448") == (10, 22, 34, 46)  # 47 blocks: no released split

@@ -4,8 +4,8 @@ and the ViTDet options of the same module."""
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import randomize_
+
 from pe_dense.models import build_encoder, get_config
 from pe_dense.models.rope import rope_angles
 
@@ -22,7 +22,7 @@ def _images(b=2, h=128, w=128, seed=0):
 @torch.no_grad()
 def test_intermediate_maps_are_the_tokens_without_cls(model):
     x = _images(h=96, w=160)
-    maps = model.forward_intermediates(x, layers=(1, -1))
+    maps = model.dense_features_at(x, layers=(1, -1))
     assert [m.shape for m in maps] == [(2, 192, 6, 10)] * 2
     for layer, m in zip((1, 3), maps):
         tokens = model.forward_features(x, layer=layer)
@@ -30,14 +30,14 @@ def test_intermediate_maps_are_the_tokens_without_cls(model):
         torch.testing.assert_close(m, tokens[:, 1:].transpose(1, 2).reshape(2, 192, 6, 10), atol=0, rtol=0)
     # one pass for several layers equals separate calls; cls tokens come out on request
     torch.testing.assert_close(model.dense_features(x, layer=1), maps[0], atol=0, rtol=0)
-    (m, cls), = model.forward_intermediates(x, layers=(2,), return_cls_token=True)
+    (m, cls), = model.dense_features_at(x, layers=(2,), return_cls_token=True)
     torch.testing.assert_close(cls, model.forward_features(x, layer=2)[:, 0], atol=0, rtol=0)
 
 
 @torch.no_grad()
 def test_layers_are_distinct_and_out_of_range_layers_fail(model):
     x = _images()
-    maps = model.forward_intermediates(x, layers=range(4))
+    maps = model.dense_features_at(x, layers=range(4))
     assert all((a - b).abs().max() > 1e-3 for a, b in zip(maps, maps[1:]))
     with pytest.raises(ValueError, match="layer 4 is out of range for a 4-block model"):
         model.dense_features(x, layer=4)
@@ -92,7 +92,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(model):
 def test_truncation_keeps_earlier_layers_and_loads_full_checkpoints(model, tiny_config):
     x = _images()
     layer1 = model.dense_features(x, layer=1)
-    shallow = build_encoder(tiny_config.replace(depth=4), model.state_dict(), num_blocks=2)
+    shallow = build_encoder(tiny_config.replace(depth=4), model.state_dict(), keep_blocks=2)
     assert shallow.num_blocks == 2
     torch.testing.assert_close(shallow.dense_features(x), layer1, atol=0, rtol=0)
     model.truncate(1)
@@ -101,7 +101,7 @@ def test_truncation_keeps_earlier_layers_and_loads_full_checkpoints(model, tiny_
 
 
 def test_freeze_all_or_the_first_blocks(model):
-    model.freeze(num_blocks=2)
+    model.freeze(first_blocks=2)
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     embeddings_and_first_blocks = ("conv1.", "class_embedding", "positional_embedding", "ln_pre.",
                                    "transformer.resblocks.0.", "transformer.resblocks.1.")
@@ -169,7 +169,8 @@ def test_windowed_models_refuse_a_class_token(tiny_config):
 
 
 def test_rope_positions_rescaled_to_the_pretraining_grid():
-    # pe_reference.md §6: k * 32 / n + 1 -> integers for a 32-token window, half steps for a 64-token run
+    # docs/detection.md#vitdet-mask-r-cnn: k * 32 / n + 1 -> integers for a 32-token window, half steps for a
+    # 64-token run
     freqs_x = rope_angles(1, 64, 64, pretrain_grid=32)[:, 0]
     torch.testing.assert_close(freqs_x, torch.arange(64) * 0.5 + 1)
     torch.testing.assert_close(rope_angles(32, 1, 64, pretrain_grid=32)[:, 16], torch.arange(32) + 1.0)

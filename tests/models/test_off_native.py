@@ -1,4 +1,4 @@
-"""Off the native resolution pe_dense follows the released models (pe_reference.md §1), not timm:
+"""Off the native resolution pe_dense follows the released models (docs/encoder.md#off-the-native-size), not timm:
 the position table is resized bilinearly and RoPE uses raw integer grid positions."""
 
 import math
@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import randomize_
+
 from pe_dense.models import build_encoder, get_config
 from pe_dense.models.rope import rope_angles
 
@@ -17,7 +17,7 @@ H, W = 320, 480  # a non-square, non-native size: 20 x 30 tokens at patch 16
 def test_position_table_is_an_explicit_bilinear_resize(tiny_config):
     model = randomize_(build_encoder(tiny_config))
     table = model.positional_embedding.detach()
-    side = tiny_config.grid_size
+    side = tiny_config.pretrain_grid
     grid = table[1:].reshape(side, side, -1).permute(2, 0, 1)[None]
     expected = F.interpolate(grid, size=(20, 30), mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
     torch.testing.assert_close(model.position_table(20, 30), expected.reshape(600, -1), atol=0, rtol=0)
@@ -49,7 +49,7 @@ def _reference_forward(model, images):
     gh, gw, c, nh = h // cfg.patch_size, w // cfg.patch_size, cfg.width, cfg.heads
     hd = c // nh
     x = F.conv2d(images, sd["conv1.weight"], stride=cfg.patch_size).flatten(2).transpose(1, 2)
-    side = cfg.grid_size
+    side = cfg.pretrain_grid
     patch_table = sd["positional_embedding"][1:].T.reshape(1, c, side, side)
     x = x + F.interpolate(patch_table, size=(gh, gw), mode="bilinear", align_corners=False).reshape(c, -1).T
     cls = (sd["class_embedding"] + sd["positional_embedding"][0]).expand(b, 1, c)
@@ -96,7 +96,7 @@ def test_off_native_forward_matches_a_plain_reference(tiny_config):
 
 @pytest.mark.suite("timm")
 def test_timm_differs_off_native_so_it_is_not_the_oracle_there(tiny_config):
-    """pe_reference.md §3: timm resizes bicubically and rescales RoPE. If this ever starts to fail,
+    """docs/encoder.md#off-the-native-size: timm resizes bicubically and rescales RoPE. If this ever starts to fail,
     timm changed and could become an off-native oracle too."""
     import timm
     from timm.models.eva import checkpoint_filter_fn

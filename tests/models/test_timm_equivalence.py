@@ -6,8 +6,8 @@ through timm's own converter (``timm.models.eva.checkpoint_filter_fn``).
 
 import pytest
 import torch
-
 from conftest import randomize_
+
 from pe_dense.models import build_encoder, get_config, list_models, load_weights, official_to_timm
 
 pytestmark = pytest.mark.suite("timm")

@@ -38,12 +38,12 @@ def outputs_and_grads(fn, case, seed=1):
     return (out, *grads)
 
 
-def kernel(v, s, i, l, w):
-    return ms_deform_attn(v, s, i, l, w, use_kernel=True)
+def kernel(v, s, i, loc, w):
+    return ms_deform_attn(v, s, i, loc, w, use_kernel=True)
 
 
-def reference(v, s, i, l, w):
-    return ms_deform_attn_reference(v, s.cpu() if s.is_cuda else s, l, w)
+def reference(v, s, i, loc, w):
+    return ms_deform_attn_reference(v, s.cpu() if s.is_cuda else s, loc, w)
 
 
 CASES = {
@@ -71,7 +71,7 @@ def test_cpu_kernel_gradcheck_fp64(case):
     config = dict(CASES[case], queries=3)
     config["channels"] = min(config.get("channels", 8), 7)
     value, shapes, starts, locations, weights = make_case(**config)
-    assert torch.autograd.gradcheck(lambda v, l, w: kernel(v, shapes, starts, l, w), (value, locations, weights),
+    assert torch.autograd.gradcheck(lambda v, loc, w: kernel(v, shapes, starts, loc, w), (value, locations, weights),
                                     eps=1e-6, atol=1e-5)
 
 
@@ -100,7 +100,8 @@ def test_cpu_half_precision_inputs(dtype):
 def test_non_contiguous_inputs_are_handled():
     value, shapes, starts, locations, weights = make_case(dtype=torch.float32)
     expected = kernel(value, shapes, starts, locations, weights)
-    strided = (value.transpose(0, 1).contiguous().transpose(0, 1), locations.transpose(1, 2).contiguous().transpose(1, 2),
+    strided = (value.transpose(0, 1).contiguous().transpose(0, 1),
+               locations.transpose(1, 2).contiguous().transpose(1, 2),
                weights.transpose(0, 3).contiguous().transpose(0, 3))
     assert not any(t.is_contiguous() for t in strided)
     torch.testing.assert_close(kernel(strided[0], shapes, starts, strided[1], strided[2]), expected, atol=0, rtol=0)
@@ -178,8 +179,8 @@ MALFORMED = {
     "value rank": (_set(0, lambda v: v[0]), "value must have shape"),
     "value not a tensor": (_set(0, lambda v: v.tolist()), "value must be a tensor"),
     "integer value": (_set(0, lambda v: v.long()), "value must be a floating point"),
-    "locations rank": (_set(3, lambda l: l[..., 0, :]), "sampling_locations must have shape"),
-    "locations last axis": (_set(3, lambda l: l[..., :1]), "sampling_locations must have shape"),
+    "locations rank": (_set(3, lambda loc: loc[..., 0, :]), "sampling_locations must have shape"),
+    "locations last axis": (_set(3, lambda loc: loc[..., :1]), "sampling_locations must have shape"),
     "weights shape": (_set(4, lambda w: w[..., :1]), "attention_weights must have shape"),
     "batch mismatch": (_set(0, lambda v: torch.cat([v, v])), "batch sizes differ"),
     "head mismatch": (_set(0, lambda v: v.repeat(1, 1, 2, 1)), "head counts differ"),
@@ -192,7 +193,7 @@ MALFORMED = {
     "levels too large for value": (_set(1, lambda s: s * 2), "cover 104 positions but value has 26"),
     "zero-sized level": (_set(1, lambda s: torch.tensor([[4, 5], [0, 3]])), "must be positive"),
     "negative level": (_set(1, lambda s: torch.tensor([[4, 5], [-2, -3]])), "must be positive"),
-    "dtype mix": (_set(3, lambda l: l.double()), "must share a dtype"),
+    "dtype mix": (_set(3, lambda loc: loc.double()), "must share a dtype"),
     "empty batch": (lambda a: [a[0][:0], a[1], a[2], a[3][:0], a[4][:0]], "empty input: batch is 0"),
     "no channels": (_set(0, lambda v: v[..., :0]), "empty input: channels is 0"),
     "no points": (lambda a: [a[0], a[1], a[2], a[3][:, :, :, :, :0], a[4][..., :0]], "empty input: points is 0"),
@@ -296,7 +297,7 @@ def test_cuda_kernel_matches_reference(case, dtype, tolerance):
 @kernels
 def test_cuda_gradcheck_fp64_and_guarded_metadata():
     value, shapes, starts, locations, weights = make_case(device="cuda", channels=5, queries=3)
-    assert torch.autograd.gradcheck(lambda v, l, w: kernel(v, shapes.cuda(), starts.cuda(), l, w),
+    assert torch.autograd.gradcheck(lambda v, loc, w: kernel(v, shapes.cuda(), starts.cuda(), loc, w),
                                     (value, locations, weights), eps=1e-6, atol=1e-5)
     # Metadata on the GPU is not read back (no sync), but a level that overruns value must not
     # read out of bounds: that level contributes nothing.

@@ -16,7 +16,7 @@ CONFIGS = REPO / "projects/DETA/configs"
 TINY_CONFIG = CONFIGS / "shapes/deta_PEspatial_T_shapes.py"
 STAGE_CONFIGS = sorted(p for p in CONFIGS.rglob("*.py") if p.parent.name != "common")
 # Two encoder blocks, one transformer layer each way, few queries: fast, every piece exercised.
-SMALL = ["model.backbone.net.num_blocks=2", "model.backbone.net.global_blocks=[1]",
+SMALL = ["model.backbone.net.keep_blocks=2", "model.backbone.net.global_blocks=[1]",
          "model.transformer.num_encoder_layers=1", "model.transformer.num_decoder_layers=2",
          "model.transformer.num_queries=30"]
 
@@ -93,8 +93,9 @@ def test_proposal_assignment_uses_the_rpn_thresholds_and_sample_size():
 
 
 def test_losses_are_the_published_weights_times_focal_l1_giou():
-    from pe_deta.criterion import DETACriterion
     from torchvision.ops import sigmoid_focal_loss
+
+    from pe_deta.criterion import DETACriterion
 
     criterion = DETACriterion(num_classes=3, num_queries=4)
     torch.manual_seed(0)
@@ -216,14 +217,14 @@ def test_pe_encoder_initialises_the_backbone_patch_and_position_grid_fitted(tmp_
     """A released PE encoder (patch 14, 32 x 32 table) into a DETA backbone at patch 16 with a 24 x 24
     table, as the released G recipe builds it."""
     from detectron2.config import LazyCall as L
-    from pe_deta.backbone import encoder_config
 
     from pe_dense.integrations.detectron2 import PEDetectionCheckpointer
     from pe_dense.models import PEVisionTransformer, get_config, resize_patch_embed
     from pe_dense.models.pos_embed import adapt_pos_embed
+    from pe_deta.backbone import encoder_config
 
     small_g = get_config("PE-Spatial-G14-448").replace(width=64, depth=2, heads=2, mlp_width=128)
-    cfg = tiny_cfg(tmp_path, "model.backbone.net.num_blocks=null", "model.backbone.net.rope_pretrain_grid=16")
+    cfg = tiny_cfg(tmp_path, "model.backbone.net.keep_blocks=null", "model.backbone.net.rope_pretrain_grid=16")
     cfg.model.backbone.net.model = L(encoder_config)(model=small_g, position_grid=24)
     encoder = randomize_(PEVisionTransformer(small_g), seed=6).state_dict()
     torch.save({"state_dict": {"visual." + k: v for k, v in encoder.items()}}, tmp_path / "pe.pt")
@@ -264,6 +265,22 @@ def test_every_deta_config_builds_and_runs_a_step(path, shapes_names, tmp_path):
                [n for n, p in model.named_parameters() if any(p is q for q in group["params"])]}
     assert factors["class_embed.0.weight"] == pytest.approx(1.0)
     assert factors["transformer.encoder.layers.0.self_attn.sampling_offsets.weight"] == pytest.approx(0.1)
+
+
+def test_backbone_layer_decay_runs_over_the_built_backbones_blocks(tmp_path):
+    from detectron2.config import instantiate
+
+    cfg = tiny_cfg(tmp_path)  # 2 encoder blocks; backbone lr = lr
+    cfg.optimizer.params.lr_decay_rate = 0.5
+    model = build(cfg)
+    cfg.optimizer.params.model = model
+    optimizer = instantiate(cfg.optimizer)
+    lr = {id(p): g["lr"] / cfg.optimizer.lr for g in optimizer.param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert lr[id(named["backbone.net.conv1.weight"])] == pytest.approx(0.5**3)
+    assert lr[id(named["backbone.net.transformer.resblocks.1.attn.in_proj_weight"])] == pytest.approx(0.5)
+    assert lr[id(named["transformer.encoder.layers.0.self_attn.sampling_offsets.weight"])] == pytest.approx(0.1)
+    assert lr[id(named["class_embed.0.weight"])] == pytest.approx(1.0)
 
 
 # ------------------------------------------------------------------ tools/train_net.py
@@ -377,7 +394,7 @@ def test_equals_the_released_deta_code(released_deta, tmp_path):
     torch.save({"model": state}, tmp_path / "released.pth")
 
     class_ids = [3, 7, 11, 20]
-    cfg = tiny_cfg(tmp_path, "model.backbone.net.num_blocks=null", "model.backbone.net.global_blocks=[2]",
+    cfg = tiny_cfg(tmp_path, "model.backbone.net.keep_blocks=null", "model.backbone.net.global_blocks=[2]",
                    "model.backbone.net.rope_pretrain_grid=16", "model.backbone.net.pos_embed_mode=tile",
                    f"model.released_class_ids={class_ids}")
     cfg.model.backbone.net.model = config
@@ -413,6 +430,7 @@ def test_equals_the_released_deta_code(released_deta, tmp_path):
 # ------------------------------------------------------------------ test-time augmentation
 def test_tta_with_one_view_is_the_model_and_flipped_views_map_back(shapes_names, tmp_path):
     import numpy as np
+
     from pe_deta.tta import DETAWithTTA
 
     model = build(tiny_cfg(tmp_path, "model.transformer.num_queries=60")).eval()

@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+from torchvision.ops import batched_nms
+
 from pe_deta.postprocess import detections, soft_nms
 from pe_deta.transformer import (
     MLP,
@@ -14,7 +16,6 @@ from pe_deta.transformer import (
     inverse_sigmoid,
     mask_sine_embedding,
 )
-from torchvision.ops import batched_nms
 
 
 def small_transformer(**options):

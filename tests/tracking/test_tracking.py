@@ -15,6 +15,7 @@ from PIL import Image
 
 from pe_dense.cli import main
 from pe_dense.data.moving_shapes import render_moving_shapes, write_moving_shapes
+from pe_dense.integrations.sam import mask_from_prompts
 from pe_dense.tracking import (
     DavisLayout,
     PropagationConfig,
@@ -28,7 +29,6 @@ from pe_dense.tracking import (
     video_writer,
     write_label_png,
 )
-from pe_dense.tracking.prompts import mask_from_prompts
 from pe_dense.tracking.run import STATE_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -297,7 +297,7 @@ def test_prompts_become_first_frame_labels():
 
 @pytest.mark.suite("segment_anything")
 def test_sam_checkpoint_is_checked(tmp_path):
-    from pe_dense.tracking.prompts import load_sam
+    from pe_dense.integrations.sam import load_sam
 
     torch.save({"image_encoder.neck.0.weight": torch.zeros(1)}, tmp_path / "not_sam.pt")
     with pytest.raises(ValueError, match="is not a SAM vit_b checkpoint"):
@@ -368,3 +368,29 @@ def test_cli_refuses_a_soft_mask_and_too_large_topk_before_writing(tmp_path, sha
     assert main(["track", str(tmp_path), "--mask", "m.png", "--model", "PE-Spatial-T16-512",
                  "--out", str(tmp_path / "a_file")]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_track_and_eval_davis_take_the_protocol_flags_from_one_source(capsys):
+    """`pe-dense track` and tools/eval_davis.py share one argument group whose defaults are the protocol's
+    (PropagationConfig, VideoTracker) and refuse the same bad values."""
+    import importlib.util
+
+    from pe_dense.cli import build_parser
+
+    spec = importlib.util.spec_from_file_location("eval_davis", ROOT / "tools" / "eval_davis.py")
+    eval_davis = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(eval_davis)
+    track = build_parser().parse_args(["track", "v.mp4", "--model", "M", "--out", "o"])
+    evaluate = eval_davis.parse_args(["--davis", "d", "--model", "M", "--out", "o"])
+    protocol = PropagationConfig()
+    expected = {"context": protocol.context, "radius": protocol.radius, "topk": protocol.topk,
+                "temperature": protocol.temperature, "short_side": 480, "layer": -1, "precision": "fp32"}
+    assert {k: getattr(track, k) for k in expected} == expected == {k: getattr(evaluate, k) for k in expected}
+    for flag, value in [("--topk", "0"), ("--radius", "-1"), ("--context", "x"), ("--temperature", "0"),
+                        ("--short-side", "0")]:
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["track", "v.mp4", "--model", "M", "--out", "o", flag, value])
+        track_error = capsys.readouterr().err.splitlines()[-1].split("error: ", 1)[1]
+        with pytest.raises(SystemExit):
+            eval_davis.parse_args(["--davis", "d", "--model", "M", "--out", "o", flag, value])
+        assert capsys.readouterr().err.splitlines()[-1].split("error: ", 1)[1] == track_error

@@ -3,8 +3,18 @@ import pytest
 import torch
 from PIL import Image
 
-from pe_dense.viz import (cosine_map, heatmap, mark_points, mutual_matches, overlay, similarity_map, token_at,
-                          token_center, token_mask, upsample)
+from pe_dense.viz import (
+    cosine_map,
+    heatmap,
+    mark_points,
+    mutual_matches,
+    overlay,
+    similarity_map,
+    token_at,
+    token_center,
+    token_mask,
+    upsample,
+)
 
 
 def _random_map(c=16, h=9, w=11, seed=0):

@@ -8,8 +8,8 @@ from PIL import Image
 
 from pe_dense.cli import main
 from pe_dense.data import sample_image
-from pe_dense.feature_extraction import extract_layers
 from pe_dense.models import build_encoder
+from pe_dense.models.inference import extract_layers
 from pe_dense.viz import PCAColorizer, colors_to_image, token_center
 
 MODEL = "PE-Spatial-T16-512"

@@ -22,7 +22,7 @@ optim_wrapper = dict(
     type="OptimWrapper",
     optimizer=dict(type="AdamW", lr=1e-4, betas=(0.9, 0.999), weight_decay=0.01),
     constructor="PELayerDecayOptimizerConstructor",
-    paramwise_cfg=dict(num_layers=12, decay_rate=0.9),
+    paramwise_cfg=dict(decay_rate=0.9),  # over the backbone's blocks, read from the model
 )
 param_scheduler = [
     dict(type="LinearLR", start_factor=1e-6, by_epoch=False, begin=0, end=1500),

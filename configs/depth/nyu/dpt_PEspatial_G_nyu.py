@@ -4,10 +4,12 @@
 # PE-Spatial-G14-448 has no class token: the maps alone.
 # Settings and what is our choice: ../_base_/dpt.py and ../_base_/nyu.py.
 _base_ = ["../../_base_/mmseg_runtime.py", "../_base_/nyu.py", "../_base_/dpt.py"]
+# Imports go after `_base_`: mmengine reads a config whose imports come first as a lazy-import config.
+from pe_dense.models import stage_end_blocks  # noqa: E402
+
 model = dict(
     data_preprocessor=dict(size_divisor=14, test_cfg=dict(size_divisor=14)),
-    backbone=dict(model="PE-Spatial-G14-448", out_indices=(12, 24, 36, 49), drop_path_rate=0.4, output_cls_token=False,
-                  with_cp=True),
+    backbone=dict(model="PE-Spatial-G14-448", out_indices=stage_end_blocks("PE-Spatial-G14-448"), drop_path_rate=0.4,
+                  output_cls_token=False, with_cp=True),
     decode_head=dict(in_channels=1536, post_process_channels=[192, 384, 768, 1536], readout_type="ignore"),
 )
-optim_wrapper = dict(paramwise_cfg=dict(num_layers=50))

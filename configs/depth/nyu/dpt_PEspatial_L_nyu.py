@@ -7,4 +7,3 @@ model = dict(
     backbone=dict(model="PE-Spatial-L14-448", out_indices=(5, 11, 17, 23), drop_path_rate=0.2),
     decode_head=dict(in_channels=1024, post_process_channels=[128, 256, 512, 1024]),
 )
-optim_wrapper = dict(paramwise_cfg=dict(num_layers=24))

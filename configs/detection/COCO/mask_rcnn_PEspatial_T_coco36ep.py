@@ -5,4 +5,4 @@ from .mask_rcnn_PEspatial_B_coco36ep import dataloader, lr_multiplier, model, op
 
 model.backbone.net.model = "PE-Spatial-T16-512"
 train.init_checkpoint = "pe://PE-Spatial-T16-512"
-train.output_dir = "output/mask_rcnn_PEspatial_T_coco36ep"
+train.output_dir = "outputs/mask_rcnn_PEspatial_T_coco36ep"

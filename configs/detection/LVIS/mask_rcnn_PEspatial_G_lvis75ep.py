@@ -1,4 +1,4 @@
-"""PE-Spatial-G Mask R-CNN on LVIS v1, 75 epochs: the published recipe (pe_reference.md §6) with
+"""PE-Spatial-G Mask R-CNN on LVIS v1, 75 epochs: the published recipe (docs/detection.md#vitdet-mask-r-cnn) with
 ViTDet's LVIS settings (repeat-factor sampling, federated sigmoid loss, 300 detections per image).
 
 Evaluate the released detector with
@@ -33,8 +33,8 @@ dataloader.evaluator = L(LVISEvaluator)(
 dataloader.train.total_batch_size = 64
 
 train.init_checkpoint = "pe://PE-Spatial-G14-448"
-train.output_dir = "output/mask_rcnn_PEspatial_G_lvis75ep"
+train.output_dir = "outputs/mask_rcnn_PEspatial_G_lvis75ep"
 train.eval_period = 30000
 train.max_iter, _milestones = epochs(75)
 lr_multiplier = step_schedule(train.max_iter, _milestones)
-optimizer = adamw(lr=5e-5, lr_decay_rate=0.9, num_layers=50)
+optimizer = adamw(lr=5e-5, lr_decay_rate=0.9)

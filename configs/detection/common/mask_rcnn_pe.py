@@ -1,9 +1,10 @@
-"""ViTDet Mask R-CNN with a PE backbone, as in the released PE detectors (pe_reference.md §6).
+"""ViTDet Mask R-CNN with a PE backbone, as in the released PE detectors (docs/detection.md#vitdet-mask-r-cnn).
 
-``model`` is PE-Spatial-G at 1024 px: patch 14 -> 16, window 32 with global blocks 12/24/36/49, RoPE
-rescaled to the 32-token pretraining grid, position table tiled, drop path 0.5, activation
-checkpointing, SimpleFeaturePyramid (4, 2, 1, 0.5) with 256 LN channels and a max-pool top level,
-pixel mean = std = 127 on RGB. ``pe_pyramid`` builds the same backbone for other PE models.
+``model`` is PE-Spatial-G at 1024 px: patch 14 -> 16, window 32 with global blocks 12/24/36/49
+(``stage_end_blocks``), RoPE rescaled to the encoder's 32-token pretraining grid (PEBackbone derives
+it from the model), position table tiled, drop path 0.5, activation checkpointing,
+SimpleFeaturePyramid (4, 2, 1, 0.5) with 256 LN channels and a max-pool top level, pixel mean = std
+= 127 on RGB. ``pe_pyramid`` builds the same backbone for other PE models.
 """
 
 from detectron2 import model_zoo
@@ -12,24 +13,19 @@ from detectron2.modeling import SimpleFeaturePyramid
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 
 from pe_dense.integrations.detectron2 import PEBackbone
-from pe_dense.models import get_config
-
-
-def evenly_spaced_global_blocks(depth: int, count: int = 4) -> list:
-    """ViTDet's global blocks: the last block of each of ``count`` equal stages (2, 5, 8, 11 for 12)."""
-    return [(i + 1) * depth // count - 1 for i in range(count)]
+from pe_dense.models import stage_end_blocks
 
 
 def pe_pyramid(model_name: str, *, global_blocks, drop_path_rate: float, window_size: int = 32,
                image_size: int = 1024, use_act_checkpoint: bool = True, out_channels: int = 256):
-    """SimpleFeaturePyramid over a windowed PE backbone with patch 16 (converted on load if 14)."""
+    """SimpleFeaturePyramid over a windowed PE backbone with patch 16 (converted on load if 14); the
+    backbone rescales RoPE to the pretraining grid of whichever model ``net.model`` names."""
     return L(SimpleFeaturePyramid)(
         net=L(PEBackbone)(
             model=model_name,
             patch_size=16,
             window_size=window_size,
             global_blocks=list(global_blocks),
-            rope_pretrain_grid=get_config(model_name).grid_size,
             pos_embed_mode="tile",
             drop_path_rate=drop_path_rate,
             use_act_checkpoint=use_act_checkpoint,
@@ -48,4 +44,5 @@ model = model_zoo.get_config("common/models/mask_rcnn_vitdet.py").model
 model.pixel_mean = [127.0, 127.0, 127.0]
 model.pixel_std = [127.0, 127.0, 127.0]
 model.input_format = "RGB"
-model.backbone = pe_pyramid("PE-Spatial-G14-448", global_blocks=[12, 24, 36, 49], drop_path_rate=0.5)
+model.backbone = pe_pyramid("PE-Spatial-G14-448", global_blocks=stage_end_blocks("PE-Spatial-G14-448"),
+                            drop_path_rate=0.5)

@@ -1,15 +1,14 @@
-"""Training settings shared by the PE detection configs: AdamW with PE layer-wise lr decay, and
-ViTDet's step schedule (100 COCO epochs = 184375 iterations of 64 images, steps at ~89% and ~96%,
-250 warm-up iterations) scaled to a number of epochs."""
-
-from functools import partial
+"""Training settings shared by the PE detection configs: AdamW with PE layer-wise lr decay (over as
+many layers as the built model's PE backbone has blocks), and ViTDet's step schedule (100 COCO epochs
+= 184375 iterations of 64 images, steps at ~89% and ~96%, 250 warm-up iterations) scaled to a number
+of epochs."""
 
 from detectron2 import model_zoo
 from detectron2.config import LazyCall as L
 from detectron2.solver import WarmupParamScheduler
 from fvcore.common.param_scheduler import MultiStepParamScheduler
 
-from pe_dense.integrations.detectron2 import pe_lr_decay_rate
+from pe_dense.integrations.detectron2 import pe_optimizer_params
 
 ITERS_PER_100_EPOCHS = 184375
 MILESTONES_PER_100_EPOCHS = (163889, 177546)
@@ -33,10 +32,10 @@ def epochs(count: int) -> tuple:
     return ITERS_PER_100_EPOCHS * count // 100, [m * count // 100 for m in MILESTONES_PER_100_EPOCHS]
 
 
-def adamw(lr: float, lr_decay_rate: float, num_layers: int):
+def adamw(lr: float, lr_decay_rate: float):
+    """AdamW at ``lr`` with PE layer-wise lr decay; the depth comes from the model set as ``params.model``."""
     optimizer = model_zoo.get_config("common/optim.py").AdamW
     optimizer.lr = lr
-    optimizer.params.lr_factor_func = partial(pe_lr_decay_rate, lr_decay_rate=lr_decay_rate, num_layers=num_layers)
-    optimizer.params.overrides = {}
-    optimizer.params.weight_decay_norm = None
+    optimizer.params = L(pe_optimizer_params)(base_lr="${..lr}", lr_decay_rate=lr_decay_rate, overrides={},
+                                              weight_decay_norm=None)
     return optimizer

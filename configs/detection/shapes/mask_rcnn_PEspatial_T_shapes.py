@@ -27,7 +27,7 @@ image_size = 256
 
 model.backbone = pe_pyramid("PE-Spatial-T16-512", global_blocks=[2, 5], drop_path_rate=0.0, window_size=8,
                             image_size=image_size, use_act_checkpoint=False, out_channels=64)
-model.backbone.net.num_blocks = 6
+model.backbone.net.keep_blocks = 6
 model.proposal_generator.head.in_channels = 64
 model.roi_heads.box_head.input_shape.channels = 64
 model.roi_heads.mask_head.input_shape.channels = 64
@@ -58,7 +58,7 @@ dataloader.test.num_workers = 1
 
 train.init_checkpoint = ""
 train.seed = 0  # from random weights, runs differ a lot with the seed (see above)
-train.output_dir = "output/mask_rcnn_PEspatial_T_shapes"
+train.output_dir = "outputs/mask_rcnn_PEspatial_T_shapes"
 train.max_iter = 950
 train.eval_period = 0  # evaluates once, at the end
 train.checkpointer.period = 250
@@ -66,5 +66,5 @@ train.log_period = 20
 # Cosine decay needs no milestones, so train.max_iter=N on the command line keeps a sound schedule.
 lr_multiplier = L(WarmupParamScheduler)(scheduler=L(CosineParamScheduler)(start_value=1.0, end_value=0.01),
                                         warmup_length=0.05, warmup_factor=0.001)
-optimizer = adamw(lr=8e-4, lr_decay_rate=1.0, num_layers=6)
+optimizer = adamw(lr=8e-4, lr_decay_rate=1.0)
 optimizer.weight_decay = 0.05

@@ -10,4 +10,3 @@ model = dict(
     auxiliary_head=dict(in_channels=1024),
     test_cfg=dict(crop_size=(518, 518), stride=(345, 345)),
 )
-optim_wrapper = dict(paramwise_cfg=dict(num_layers=24))

@@ -7,4 +7,3 @@ model = dict(
     decode_head=dict(in_channels=[384] * 4),
     auxiliary_head=dict(in_channels=384),
 )
-optim_wrapper = dict(paramwise_cfg=dict(num_layers=12))

@@ -4,12 +4,13 @@ weights, and the built-in shapes dataset (registered on import as ``shapes_train
 Importing this package needs detectron2 (install it from its git repository, see the README).
 """
 
+from ...models.lr_decay import pe_backbone_blocks, pe_lr_decay_rate
 from .backbone import PEBackbone
 from .checkpoint import PEDetectionCheckpointer, find_pe_encoder, fit_pe_weights
 from .datasets import register_shapes
-from ...models.lr_decay import pe_lr_decay_rate
+from .lr_decay import pe_optimizer_params
 
 register_shapes()
 
-__all__ = ["PEBackbone", "PEDetectionCheckpointer", "find_pe_encoder", "fit_pe_weights", "pe_lr_decay_rate",
-           "register_shapes"]
+__all__ = ["PEBackbone", "PEDetectionCheckpointer", "find_pe_encoder", "fit_pe_weights", "pe_backbone_blocks",
+           "pe_lr_decay_rate", "pe_optimizer_params", "register_shapes"]

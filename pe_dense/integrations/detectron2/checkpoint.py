@@ -19,7 +19,6 @@ import os
 from typing import Optional
 
 import torch
-
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.file_io import PathManager
 from iopath.common.file_io import PathHandler

@@ -8,12 +8,12 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from detectron2.config import LazyConfig, instantiate
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils.visualizer import ColorMode, Visualizer
+from PIL import Image
 
 from ...atomic_files import atomic_output
 from ...models import CheckpointError

@@ -30,7 +30,7 @@ class PEBackbone(BaseModule):
         with_cp: recompute block activations in the backward pass (activation checkpointing).
         output_cls_token: return (map, (B, C) class token) pairs, for heads that use the class token
             (models without one, such as PE-Spatial-G, refuse this).
-        **options: other build options of the encoder (``num_blocks``, ``pos_embed_mode``, ...).
+        **options: other build options of the encoder (``keep_blocks``, ``pos_embed_mode``, ...).
     """
 
     def __init__(self, model: str, weights: Optional[str] = None, out_indices: Sequence[int] = (-1,),
@@ -59,5 +59,5 @@ class PEBackbone(BaseModule):
 
     def forward(self, images: torch.Tensor) -> tuple:
         with torch.no_grad() if self.frozen else contextlib.nullcontext():
-            return tuple(self.encoder.forward_intermediates(images, self.out_indices,
-                                                            return_cls_token=self.output_cls_token))
+            return tuple(self.encoder.dense_features_at(images, self.out_indices,
+                                                        return_cls_token=self.output_cls_token))

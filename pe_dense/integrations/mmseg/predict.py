@@ -16,8 +16,8 @@ from mmseg.registry import DATASETS, MODELS
 from PIL import Image, ImageDraw
 
 from ...atomic_files import atomic_output
+from ...data.label_maps import write_label_png
 from ...models import CheckpointError
-from ...tracking.davis import write_label_png
 from .checkpoint import load_from_local_safely
 from .depth_heads import DepthHead
 

@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 def load_config(config: str, *, work_dir: Optional[str] = None, cfg_options: Optional[dict] = None,
                 amp: bool = False, resume: bool = False, launcher: str = "none",
                 checkpoint: Optional[str] = None) -> Config:
-    """The config with the tool's options applied: work dir (default ``work_dirs/<config name>``),
+    """The config with the tool's options applied: work dir (default ``outputs/<config name>``),
     overrides, AMP (only on CUDA; float32 otherwise, with a warning), resume from the work dir's last
     checkpoint, the distributed launcher (gloo without CUDA), and ``checkpoint`` to test."""
     if not Path(config).is_file():
@@ -28,7 +28,7 @@ def load_config(config: str, *, work_dir: Optional[str] = None, cfg_options: Opt
     cfg = Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
-    cfg.work_dir = work_dir or cfg.get("work_dir") or os.path.join("work_dirs", Path(config).stem)
+    cfg.work_dir = work_dir or cfg.get("work_dir") or os.path.join("outputs", Path(config).stem)
     cfg.launcher = launcher
     if launcher != "none" and not torch.cuda.is_available():
         cfg.env_cfg.dist_cfg = dict(backend="gloo")

@@ -8,7 +8,7 @@ use_image_size(model, dataloader, 1728)
 model.backbone.net.drop_path_rate = 0.4
 model.backbone.bf16 = True
 dataloader.train.total_batch_size = 64
-train.init_checkpoint = "output/deta_PEspatial_G_o365_1536/model_final.pth"
-train.output_dir = "output/deta_PEspatial_G_coco_1728"
+train.init_checkpoint = "outputs/deta_PEspatial_G_o365_1536/model_final.pth"
+train.output_dir = "outputs/deta_PEspatial_G_coco_1728"
 train.max_iter, lr_multiplier = epoch_schedule(12, 10, COCO_TRAIN_IMAGES, 64)
 optimizer = deta_optimizer(lr=5e-5, backbone_lr=5e-5)

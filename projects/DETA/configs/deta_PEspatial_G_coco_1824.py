@@ -18,7 +18,7 @@ from .deta_PEspatial_G_coco_1728 import dataloader, model, train
 
 use_image_size(model, dataloader, 1824)
 model.backbone.net.drop_path_rate = 0.0
-train.init_checkpoint = "output/deta_PEspatial_G_coco_1728/model_final.pth"
-train.output_dir = "output/deta_PEspatial_G_coco_1824"
+train.init_checkpoint = "outputs/deta_PEspatial_G_coco_1728/model_final.pth"
+train.output_dir = "outputs/deta_PEspatial_G_coco_1824"
 train.max_iter, lr_multiplier = epoch_schedule(3, 2, COCO_TRAIN_IMAGES, 64)
 optimizer = deta_optimizer(lr=5e-5, backbone_lr=5e-5, optimizer_class=ClippedSGD, momentum=0.9)

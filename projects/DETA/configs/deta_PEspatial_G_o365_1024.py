@@ -25,6 +25,6 @@ dataloader.test.dataset.names = "objects365_v2_val"
 dataloader.train.total_batch_size = 256
 
 train.init_checkpoint = "pe://PE-Spatial-G14-448"
-train.output_dir = "output/deta_PEspatial_G_o365_1024"
+train.output_dir = "outputs/deta_PEspatial_G_o365_1024"
 train.max_iter, lr_multiplier = epoch_schedule(12, 10, OBJECTS365_TRAIN_IMAGES, 256)
 optimizer = deta_optimizer(lr=2e-4, backbone_lr=2e-4)

@@ -6,7 +6,7 @@ from .deta_PEspatial_G_o365_1024 import dataloader, model, train
 
 use_image_size(model, dataloader, 1536)
 dataloader.train.total_batch_size = 128
-train.init_checkpoint = "output/deta_PEspatial_G_o365_1024/model_final.pth"
-train.output_dir = "output/deta_PEspatial_G_o365_1536"
+train.init_checkpoint = "outputs/deta_PEspatial_G_o365_1024/model_final.pth"
+train.output_dir = "outputs/deta_PEspatial_G_o365_1536"
 train.max_iter, lr_multiplier = epoch_schedule(6, 4, OBJECTS365_TRAIN_IMAGES, 128)
 optimizer = deta_optimizer(lr=5e-5, backbone_lr=5e-5)

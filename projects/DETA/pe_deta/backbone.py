@@ -18,6 +18,7 @@ from detectron2.modeling import Backbone
 
 from pe_dense.integrations.detectron2 import PEBackbone
 from pe_dense.models import PEVisionConfig, get_config
+from pe_dense.models.inference import autocast
 
 
 def encoder_config(model: Union[str, PEVisionConfig], position_grid: Optional[int] = None) -> PEVisionConfig:
@@ -28,7 +29,7 @@ def encoder_config(model: Union[str, PEVisionConfig], position_grid: Optional[in
     (``pe_deta.checkpoint``).
     """
     config = get_config(model) if isinstance(model, str) else model
-    if position_grid is None or position_grid == config.grid_size:
+    if position_grid is None or position_grid == config.pretrain_grid:
         return config
     return config.replace(name=f"{config.name} with a {position_grid}x{position_grid} position table",
                           image_size=position_grid * config.patch_size)
@@ -69,7 +70,7 @@ class PESimplePyramid(Backbone):
         return {"size_divisibility": self._out_feature_strides["p5"], "square_size": self._square_pad}
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+        with autocast(images.device, "bf16" if self.bf16 else "fp32"):
             x = self.net.dense_features(images)
         x = x.float()
         return {"p3": self.fpn1(x), "p4": self.fpn2(x), "p5": self.fpn3(x)}

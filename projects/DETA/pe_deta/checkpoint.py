@@ -101,6 +101,6 @@ def adapt_checkpoint(state: StateDict, model) -> tuple[StateDict, list[str]]:
         notes.append("released DETA-for-PE layout mapped to pe_deta's keys")
     found = find_pe_encoder(model)
     if found is not None:
-        state, resized = fit_position_grid(state, found[1].config.grid_size)
+        state, resized = fit_position_grid(state, found[1].config.pretrain_grid)
         notes += resized
     return state, notes

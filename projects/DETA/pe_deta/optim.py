@@ -11,10 +11,12 @@ from pe_dense.models.lr_decay import pe_lr_decay_rate
 SLOW_PARAMETERS = ("sampling_offsets", "reference_points")
 
 
-def lr_factor(name: str, *, backbone_ratio: float = 1.0, lr_decay_rate: float = 1.0, num_layers: int = 12,
+def lr_factor(name: str, *, num_layers: int, backbone_ratio: float = 1.0, lr_decay_rate: float = 1.0,
               slow_factor: float = 0.1) -> float:
-    """Learning-rate multiplier of parameter ``name``: ``backbone_ratio`` (times PE layer decay) for the
-    backbone, ``slow_factor`` for sampling-offset projections, 1 for everything else."""
+    """Learning-rate multiplier of parameter ``name``: ``backbone_ratio`` (times PE layer decay over the
+    backbone's ``num_layers`` blocks) for the backbone, ``slow_factor`` for sampling-offset projections,
+    1 for everything else. Configs pass it to ``pe_optimizer_params``, which reads ``num_layers`` from
+    the built model."""
     if name.startswith("backbone."):
         return backbone_ratio * pe_lr_decay_rate(name, lr_decay_rate, num_layers)
     if any(part in name for part in SLOW_PARAMETERS):

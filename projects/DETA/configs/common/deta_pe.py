@@ -1,11 +1,12 @@
 """DETA on PE-Spatial-G as released for COCO (the DETA-for-PE code; see projects/DETA/README.md).
 
 ``model``: the PE-Spatial-G encoder at patch 16 with a 24 x 24 position table tiled over the input,
-window 24 with global blocks 12/24/36/49, RoPE positions rescaled to a 16-token grid (what the
-released backbone does), layerscale, activation checkpointing; strides 8/16/32 from its last block,
-two more conv levels; a 6 + 6 layer deformable transformer (width 256, 8 heads, 4 points, 5 levels,
-FFN 2048, no dropout), 900 queries, two-stage proposals chosen per level, IoU assignment in both
-stages, focal/L1/GIoU losses weighted 1/5/2; NMS at 0.7, 100 detections. Inputs are padded to a
+window 24 with global blocks 12/24/36/49 (``stage_end_blocks``), RoPE positions rescaled to a 16-token
+grid (what the released backbone does, given explicitly: the encoder's own grid is 32), layerscale,
+activation checkpointing; strides 8/16/32 from its last block, two more conv levels; a 6 + 6 layer
+deformable transformer (width 256, 8 heads, 4 points, 5 levels, FFN 2048, no dropout), 900 queries,
+two-stage proposals chosen per level, IoU assignment in both stages, focal/L1/GIoU losses weighted
+1/5/2; NMS at 0.7, 100 detections. Inputs are padded to a
 square of ``image_size`` and normalised with ImageNet's mean and std (RGB), as released.
 
 ``dataloader``: COCO with DETR's augmentation at this size (flip; either a random short side from
@@ -22,8 +23,10 @@ import detectron2.data.transforms as T
 from detectron2 import model_zoo
 from detectron2.config import LazyCall as L
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
-from detectron2.solver.build import get_default_optimizer_params
 from fvcore.common.param_scheduler import MultiStepParamScheduler
+
+from pe_dense.integrations.detectron2 import PEBackbone, pe_optimizer_params
+from pe_dense.models import stage_end_blocks
 from pe_deta.augmentation import RandomChoice
 from pe_deta.backbone import PESimplePyramid, encoder_config
 from pe_deta.criterion import DETACriterion
@@ -31,8 +34,6 @@ from pe_deta.meta_arch import DETA
 from pe_deta.optim import ClippedAdamW, lr_factor
 from pe_deta.transformer import DeformableTransformer
 from pe_deta.tta import DETAWithTTA
-
-from pe_dense.integrations.detectron2 import PEBackbone
 
 image_size = 1824
 COCO_TRAIN_IMAGES = 117266  # train2017 images with annotations
@@ -44,8 +45,8 @@ model = L(DETA)(
             model=L(encoder_config)(model="PE-Spatial-G14-448", position_grid=24),
             patch_size=16,
             window_size=24,
-            global_blocks=[12, 24, 36, 49],
-            rope_pretrain_grid=16,
+            global_blocks=list(stage_end_blocks("PE-Spatial-G14-448")),
+            rope_pretrain_grid=16,  # the released backbone's, not the encoder's 32
             pos_embed_mode="tile",
             drop_path_rate=0.0,
             use_act_checkpoint=True,
@@ -97,20 +98,21 @@ dataloader.test.mapper.image_format = "RGB"
 use_image_size(model, dataloader, image_size)
 
 
-def deta_optimizer(lr: float, backbone_lr: float, *, lr_decay_rate: float = 1.0, num_layers: int = 50,
+def deta_optimizer(lr: float, backbone_lr: float, *, lr_decay_rate: float = 1.0,
                    weight_decay: float = 1e-4, clip_max_norm: float = 0.1, optimizer_class=ClippedAdamW, **kwargs):
     """The released optimiser: ``lr`` for the transformer and heads, lr / 10 for sampling offsets,
     ``backbone_lr`` for the backbone (kept as a fraction of ``lr`` when ``optimizer.lr`` is overridden),
-    weight decay on every parameter, gradient norm clipped at 0.1.
+    weight decay on every parameter, gradient norm clipped at 0.1. Layer decay runs over as many layers
+    as the built model's PE backbone has blocks.
 
     The released scripts pass a layer decay of 0.9, but their code applies it only to another
     backbone family, so the released models trained without one: ``lr_decay_rate=1.0`` reproduces that.
     """
     return L(optimizer_class)(
-        params=L(get_default_optimizer_params)(
+        params=L(pe_optimizer_params)(
             base_lr="${..lr}",
-            lr_factor_func=partial(lr_factor, backbone_ratio=backbone_lr / lr, lr_decay_rate=lr_decay_rate,
-                                   num_layers=num_layers),
+            lr_decay_rate=lr_decay_rate,
+            lr_factor_func=partial(lr_factor, backbone_ratio=backbone_lr / lr),
             weight_decay_norm=None,
         ),
         lr=lr,

@@ -21,7 +21,7 @@ from ..common.deta_pe import dataloader, deta_optimizer, model, train, tta
 image_size = 256
 
 model.backbone.net.model = "PE-Spatial-T16-512"
-model.backbone.net.num_blocks = 6
+model.backbone.net.keep_blocks = 6
 model.backbone.net.window_size = 8
 model.backbone.net.global_blocks = [2, 5]
 model.backbone.net.rope_pretrain_grid = None
@@ -50,10 +50,10 @@ tta.size_ranges = None
 
 train.init_checkpoint = ""
 train.seed = 0
-train.output_dir = "output/deta_PEspatial_T_shapes"
+train.output_dir = "outputs/deta_PEspatial_T_shapes"
 train.max_iter = 850
 train.checkpointer.period = 250
 train.log_period = 20
-optimizer = deta_optimizer(lr=4e-4, backbone_lr=4e-4, num_layers=6)
+optimizer = deta_optimizer(lr=4e-4, backbone_lr=4e-4)
 lr_multiplier = L(WarmupParamScheduler)(scheduler=L(CosineParamScheduler)(start_value=1.0, end_value=0.01),
                                         warmup_length=0.05, warmup_factor=0.001)

@@ -14,7 +14,7 @@ from typing import Literal, Optional, Union
 import torch
 import torch.nn.functional as F
 
-from ..models.checkpoint import CheckpointError, compare, read_checkpoint
+from ...models.checkpoint import CheckpointError, compare, read_checkpoint
 
 # (embed dim, depth, heads, global attention blocks) as segment-anything's build_sam.py
 SAM_ARCHS = {

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..align.sam_models import SAM_ARCHS, build_segmenter
-from ..models.checkpoint import CheckpointError
+from ...models.checkpoint import CheckpointError
+from .models import SAM_ARCHS, build_segmenter
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
 Point = tuple[float, float]  # x, y in pixels

@@ -1,0 +1,79 @@
+"""``make demo`` (tools/demo.py): stages run in order, a missing dependency skips its stage with the
+reason and how to fix it, a failure makes the exit status non-zero without stopping the others, and the
+summary table reports each stage's headline figure."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def demo(monkeypatch):
+    spec = importlib.util.spec_from_file_location("demo", ROOT / "tools" / "demo.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "demo", module)  # dataclasses look their module up
+    monkeypatch.chdir(ROOT)  # main() moves to the repository root; this puts the test's directory back
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_stages_are_chosen_by_name(demo):
+    assert [s.name for s in demo.parse_stages(None)] == ["features", "tracking", "detection", "segmentation", "depth"]
+    assert [s.name for s in demo.parse_stages("depth, features")] == ["depth", "features"]
+    with pytest.raises(ValueError, match="unknown stage.*detect.*choose from features, tracking"):
+        demo.parse_stages("features,detect")
+
+
+def test_a_skipped_stage_says_why_and_a_failed_one_sets_the_exit_status(demo, tmp_path, monkeypatch, capsys):
+    def good(ctx, out):
+        (out / "picture.png").write_bytes(b"")
+        return "figure 1.0"
+
+    def broken(ctx, out):
+        ctx.run("python -c", [sys.executable, "-c"], ["raise SystemExit(3)"])
+
+    stages = [demo.Stage("good", "works", good), demo.Stage("absent", "needs X", good, lambda ctx: "X is missing"),
+              demo.Stage("broken", "fails", broken), demo.Stage("after", "still runs", good)]
+    monkeypatch.setattr(demo, "STAGES", stages)
+    assert demo.main(["--out", str(tmp_path), "--stages", "good,absent,after"]) == 0
+    table = capsys.readouterr().out.split("=" * 100)[-1]
+    rows = {line.split()[0]: line for line in table.splitlines()[3:-1]}
+    assert "ran" in rows["good"] and "figure 1.0" in rows["good"] and str(tmp_path / "good") in rows["good"]
+    assert "skipped" in rows["absent"] and "X is missing" in rows["absent"]
+    assert demo.main(["--out", str(tmp_path)]) == 1
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.split("=" * 100)[-1].splitlines()[3:-1]}
+    assert "failed" in rows["broken"] and "exited with status 3" in rows["broken"]
+    assert "ran" in rows["after"] and (tmp_path / "after" / "picture.png").exists()
+
+
+def test_detection_is_skipped_with_how_to_install_detectron2_when_pip_cannot_reach_it(demo, tmp_path, monkeypatch):
+    calls = []
+
+    def pip(command, **kwargs):
+        calls.append(command)
+        return subprocess.CompletedProcess(command, 1)
+
+    monkeypatch.setattr(demo.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(demo.subprocess, "run", pip)
+    reason = demo.detectron2_unavailable(demo.Context(tmp_path, None))
+    assert "detectron2 is not installed" in reason
+    assert "pip install --no-build-isolation path/to/detectron2" in reason and "STAGES=detection" in reason
+    (command,) = calls
+    assert command[1:4] == ["-m", "pip", "install"]
+    assert any(arg.startswith("detectron2 @ git+https://github.com/facebookresearch/detectron2.git") for arg in command)
+
+
+def test_the_features_and_tracking_stages_end_to_end(demo, tmp_path, capsys):
+    assert demo.main(["--stages", "features,tracking", "--out", str(tmp_path)]) == 0
+    table = capsys.readouterr().out.split("=" * 100)[-1]
+    assert "3 images, 192 x 32 x 32 features each" in table
+    j_and_f = float(table.split("J&F ")[1].split()[0])
+    assert 0.5 < j_and_f <= 1.0  # random weights still follow the shapes by colour
+    assert len(list((tmp_path / "features" / "features").glob("*_pca.png"))) == 3
+    assert list((tmp_path / "features" / "pictures").glob("*.png"))
+    assert (tmp_path / "tracking" / "scores" / "global_results-val.csv").is_file()
