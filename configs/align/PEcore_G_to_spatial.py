@@ -10,13 +10,13 @@ The paper gives no optimiser settings for this stage; lr, schedule, batch and le
 """
 
 from pe_dense.align.config import (
-                                   AlignConfig,
-                                   DataConfig,
-                                   FeatureTeacherConfig,
-                                   OptimConfig,
-                                   SAMTeacherConfig,
-                                   StudentConfig,
-                                   TrainConfig,
+    AlignConfig,
+    DataConfig,
+    FeatureTeacherConfig,
+    OptimConfig,
+    SAMTeacherConfig,
+    StudentConfig,
+    TrainConfig,
 )
 
 config = AlignConfig(

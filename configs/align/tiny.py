@@ -12,13 +12,13 @@ Measured on 2 CPU cores: ~0.8 s per iteration; the cosine loss falls from ~1.05 
 SAM loss from ~0.40 to ~0.14 in 60 iterations. The numbers only show the mechanics."""
 
 from pe_dense.align.config import (
-                                   AlignConfig,
-                                   DataConfig,
-                                   FeatureTeacherConfig,
-                                   OptimConfig,
-                                   SAMTeacherConfig,
-                                   StudentConfig,
-                                   TrainConfig,
+    AlignConfig,
+    DataConfig,
+    FeatureTeacherConfig,
+    OptimConfig,
+    SAMTeacherConfig,
+    StudentConfig,
+    TrainConfig,
 )
 
 config = AlignConfig(

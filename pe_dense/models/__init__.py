@@ -3,13 +3,13 @@
 from .build import RandomWeightsWarning, build_encoder
 from .checkpoint import CheckpointError, LoadReport, load_weights, read_checkpoint, save_state_dict, to_official
 from .configs import (
-                      MODEL_CONFIGS,
-                      RELEASED_G_STAGE_ENDS,
-                      PEVisionConfig,
-                      UnknownModelError,
-                      get_config,
-                      list_models,
-                      stage_end_blocks,
+    MODEL_CONFIGS,
+    RELEASED_G_STAGE_ENDS,
+    PEVisionConfig,
+    UnknownModelError,
+    get_config,
+    list_models,
+    stage_end_blocks,
 )
 from .convert import official_to_timm, resize_patch_embed, timm_to_official
 from .hub import WeightsNotFoundError, resolve_weights

@@ -9,12 +9,12 @@ Importing this package needs mmsegmentation, mmengine and mmcv with its compiled
 from . import checkpoint  # noqa: F401  (registers the safe checkpoint loader)
 from .backbone import PEBackbone
 from .datasets import (
-                       LoadCheckedAnnotations,
-                       LoadCheckedDepth,
-                       LoadCheckedImage,
-                       PEDepthScenesDataset,
-                       PEScenesDataset,
-                       SegmentationDataError,
+    LoadCheckedAnnotations,
+    LoadCheckedDepth,
+    LoadCheckedImage,
+    PEDepthScenesDataset,
+    PEScenesDataset,
+    SegmentationDataError,
 )
 from .depth_heads import DPTDepthHead, LinearBinsDepthHead
 from .depth_losses import DepthGradientLoss
