@@ -45,6 +45,7 @@ def test_a_skipped_stage_says_why_and_a_failed_one_sets_the_exit_status(demo, tm
     rows = {line.split()[0]: line for line in table.splitlines()[3:-1]}
     assert "ran" in rows["good"] and "figure 1.0" in rows["good"] and str(tmp_path / "good") in rows["good"]
     assert "skipped" in rows["absent"] and "X is missing" in rows["absent"]
+    assert demo._cell("why " * 40).endswith("... (see above)") and len(demo._cell("why " * 40)) == 90
     assert demo.main(["--out", str(tmp_path)]) == 1
     rows = {line.split()[0]: line for line in capsys.readouterr().out.split("=" * 100)[-1].splitlines()[3:-1]}
     assert "failed" in rows["broken"] and "exited with status 3" in rows["broken"]

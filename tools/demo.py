@@ -215,10 +215,15 @@ def _minutes(seconds: float) -> str:
     return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
 
 
+def _cell(text: str, width: int = 90) -> str:
+    """A table cell: long reasons are cut (the stage's own output above has them in full)."""
+    return text if len(text) <= width else text[:width - 15] + "... (see above)"
+
+
 def summary_table(outcomes: list[Outcome]) -> str:
     rows = [("stage", "status", "time", "headline (or why)", "outputs")]
-    rows += [(o.stage.name, o.status, _minutes(o.seconds) if o.status != "skipped" else "-", o.detail, o.folder or "-")
-             for o in outcomes]
+    rows += [(o.stage.name, o.status, _minutes(o.seconds) if o.status != "skipped" else "-", _cell(o.detail),
+              o.folder or "-") for o in outcomes]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4] for row in rows]
     lines.insert(1, "-" * len(lines[0]))
