@@ -15,6 +15,27 @@ from .vision_transformer import PEVisionTransformer
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX). Elsewhere oneDNN emulates bf16,
+    which is slower than fp32."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def check_precision(device: torch.device | str, precision: str) -> None:
+    """Refuse a precision that would make a run slower instead of faster: fp16 on a CPU (no fast fp16
+    matrix products there), bf16 on a CPU without native bf16."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision '{precision}', expected one of {', '.join(PRECISIONS)}")
+    if torch.device(device).type != "cpu" or precision == "fp32":
+        return
+    if precision == "fp16":
+        raise ValueError("fp16 is not supported on the CPU (its matrix products are emulated and slow); use bf16 "
+                         "on a CPU with native bf16, or fp32")
+    if not cpu_supports_bf16():
+        raise ValueError("this CPU has no native bf16 arithmetic (AVX512-BF16 or AMX), so bf16 would be slower than "
+                         "fp32; use fp32")
+
+
 def autocast(device: torch.device | str, precision: str = "fp32") -> contextlib.AbstractContextManager:
     """Autocast to ``precision`` (a key of :data:`PRECISIONS`) on ``device``; fp32 runs as it is."""
     if precision not in PRECISIONS:

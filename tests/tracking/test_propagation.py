@@ -5,8 +5,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pe_dense.ops import kernels_available
 from pe_dense.tracking import LabelPropagator, PropagationConfig, labels_at_pixels, propagate_labels
 from pe_dense.tracking.dense_reference import propagate_labels_dense
+from pe_dense.tracking.propagation import (
+    ScreenedMap,
+    propagate_labels_exact,
+    propagate_labels_screened,
+    screening_step,
+)
+
+needs_kernels = pytest.mark.suite("ops_kernels")
 
 
 def random_case(h, w, n, channels=16, labels=3, seed=0):
@@ -26,10 +35,58 @@ def random_case(h, w, n, channels=16, labels=3, seed=0):
 ])
 def test_equals_dense_formulation(h, w, n, radius, topk, tile):
     target, sources, soft = random_case(h, w, n)
-    ours = propagate_labels(target, sources, soft, radius=radius, topk=topk, tile=tile)
     dense = propagate_labels_dense(target, sources, soft, radius=radius, topk=topk)
-    torch.testing.assert_close(ours, dense, atol=1e-6, rtol=1e-5)
-    assert torch.equal(ours.argmax(-1), dense.argmax(-1))
+    exact = propagate_labels_exact(target, sources, soft, radius=radius, topk=topk, tile=tile)
+    ours = propagate_labels(target, sources, soft, radius=radius, topk=topk)  # screened where the kernel is built
+    for out in (exact, ours):
+        torch.testing.assert_close(out, dense, atol=1e-6, rtol=1e-5)
+        assert torch.equal(out.argmax(-1), dense.argmax(-1))
+
+
+def test_screening_error_is_within_the_bound():
+    """|cos - step^2 * code product| <= r_t + (1 + r_t) r_s, also where codes clamp at +-127."""
+    target, sources, _ = random_case(9, 11, 2, channels=64)
+    for step in (screening_step(target), screening_step(target) / 4):  # the second one clamps
+        t, s = ScreenedMap.quantize(target, step, 3), ScreenedMap.quantize(sources[0], step, 3)
+        codes = [(m.features / step).round().clamp(-127, 127).reshape(-1, 64) for m in (t, s)]
+        error = (target.reshape(-1, 64) @ sources[0].reshape(-1, 64).T - step**2 * codes[0] @ codes[1].T).abs()
+        bound = t.residual + (1 + t.residual) * s.residual
+        assert 0 < error.max() <= bound
+
+
+@needs_kernels
+@pytest.mark.parametrize("scale", [1.0, 40.0, 0.02])
+def test_screened_equals_exact_whatever_the_quantisation(scale):
+    """A step 40x too coarse (codes mostly 0: screening rules nothing out) or 50x too fine (codes clamp,
+    large residuals): the bound widens the candidate set and the result stays the exact one."""
+    target, sources, soft = random_case(19, 23, 3, channels=32, seed=1)
+    step = max(screening_step(m) for m in (target, *sources)) * scale
+    screened = propagate_labels_screened(ScreenedMap.quantize(target, step, 4),
+                                         [ScreenedMap.quantize(s, step, 4) for s in sources], soft, radius=4, topk=5)
+    exact = propagate_labels_exact(target, sources, soft, radius=4, topk=5)
+    torch.testing.assert_close(screened, exact, atol=1e-6, rtol=1e-5)
+
+
+@needs_kernels
+def test_screened_kernel_refuses_inconsistent_inputs():
+    target, sources, soft = random_case(8, 8, 2)
+    step = screening_step(target)
+    maps = [ScreenedMap.quantize(m, step, 2) for m in (target, *sources)]
+    with pytest.raises(ValueError, match="quantised with one step for radius 3"):
+        propagate_labels_screened(maps[0], maps[1:], soft, radius=3)
+    other = ScreenedMap.quantize(sources[0], step * 2, 2)
+    with pytest.raises(ValueError, match="one step"):
+        propagate_labels_screened(maps[0], [other, maps[2]], soft, radius=2)
+    screen = torch.zeros(2, 64, 64, dtype=torch.int32)
+    query = target.reshape(64, 16)
+    args = (sources, [0, 0, 8, 8], [0, 0, 8, 8], 2, 3, 10)
+    torch.ops.pe_dense.screened_topk(screen, query, *args)  # consistent: runs
+    with pytest.raises(RuntimeError, match="screen must be"):
+        torch.ops.pe_dense.screened_topk(screen[:, :32], query, *args)
+    with pytest.raises(RuntimeError, match="window must lie in the frame"):
+        torch.ops.pe_dense.screened_topk(screen, query, sources, [0, 0, 8, 8], [1, 0, 8, 8], 2, 3, 10)
+    with pytest.raises(RuntimeError, match="topk exceeds"):
+        torch.ops.pe_dense.screened_topk(screen, query, sources, [0, 0, 8, 8], [0, 0, 8, 8], 0, 3, 10)
 
 
 def test_neighbourhood_restriction_is_respected():
@@ -39,7 +96,7 @@ def test_neighbourhood_restriction_is_respected():
     for y, x in [(0, 0), (5, 7), (11, 3)]:
         onehot = torch.zeros(h, w, h * w)
         onehot.view(h * w, h * w)[torch.arange(h * w), torch.arange(h * w)] = 1  # label = source index
-        out = propagate_labels(target, sources, [onehot], radius=radius, topk=5, tile=4)
+        out = propagate_labels(target, sources, [onehot], radius=radius, topk=5)
         used = torch.nonzero(out[y, x]).flatten()
         assert len(used) == 5
         assert ((used // w - y).abs() <= radius).all() and ((used % w - x).abs() <= radius).all()
@@ -50,7 +107,7 @@ def test_large_grid_never_builds_quadratic_tensors():
     tokens against a direct computation over their neighbourhood."""
     target, sources, soft = random_case(400, 400, 1, channels=4, labels=2)
     radius, topk = 2, 3
-    out = propagate_labels(target, sources, soft, radius=radius, topk=topk, tile=32)
+    out = propagate_labels(target, sources, soft, radius=radius, topk=topk)
     for y, x in [(0, 0), (123, 321), (399, 17), (250, 399)]:
         ys = slice(max(y - radius, 0), y + radius + 1)
         xs = slice(max(x - radius, 0), x + radius + 1)
@@ -79,6 +136,25 @@ def test_propagator_keeps_first_frame_and_last_context_frames():
     for _ in range(5):
         propagator.step(torch.randn(8, 6, 7))
     assert len(propagator.recent) == 2
+
+
+def test_propagator_streams_the_exact_labels():
+    """Streamed through the context (screened once per frame on the CPU), equal to the exact path run
+    on the same context."""
+    torch.manual_seed(0)
+    frames = [torch.randn(16, 14, 15) for _ in range(6)]
+    labels = F.one_hot(torch.randint(0, 3, (14, 15)), 3).permute(2, 0, 1).float()
+    config = PropagationConfig(context=3, radius=4)
+    propagator = LabelPropagator(frames[0], labels, config)
+    assert (propagator.step_size is not None) == kernels_available("cpu")
+    context = [(F.normalize(frames[0], dim=0).permute(1, 2, 0), labels.permute(1, 2, 0))]
+    for frame in frames[1:]:
+        target = F.normalize(frame, dim=0).permute(1, 2, 0)
+        expected = propagate_labels_exact(target, [f for f, _ in context[:1] + context[1:][-3:]],
+                                          [s for _, s in context[:1] + context[1:][-3:]], radius=4, topk=5)
+        out = propagator.step(frame)
+        torch.testing.assert_close(out.permute(1, 2, 0), expected, atol=1e-6, rtol=1e-5)
+        context.append((target, expected))
 
 
 def test_bad_inputs():
@@ -112,3 +188,6 @@ def test_labels_at_pixels_upsamples_normalises_and_resizes():
     assert labels[0, 11] == 0
     resized = labels_at_pixels(soft, patch_size=4, size=(16, 24))
     assert np.array_equal(resized[::2, ::2].numpy(), labels.numpy())
+    tied = torch.zeros(3, 2, 3)
+    tied[1:, 0, 0] = 1.0  # channels 1 and 2 tie at their maximum: the first one wins, as argmax
+    assert labels_at_pixels(tied, patch_size=4, size=(8, 12))[0, 0] == 1
