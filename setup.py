@@ -75,7 +75,7 @@ setup(
         # sam2 compiles against the installed torch (--no-build-isolation); SAM2_BUILD_CUDA=0 skips its
         # optional CUDA post-processing kernel, which alignment does not use
         "dev": ["pytest", "hypothesis", "ruff==0.17.6", "timm>=1.0.16", "segment-anything", "sam2", "tensorboard",
-                "nbclient", "nbformat", "ipykernel", "shapely"],
+                "nbclient", "nbformat", "ipykernel", "shapely", "onnx", "onnxscript", "onnxruntime"],
         # needs --no-build-isolation (it compiles against the installed torch)
         "bench": ["torch-ms-deform-attn==0.1.1"],
         "detectron2": [f"detectron2 @ git+https://github.com/facebookresearch/detectron2.git@{DETECTRON2_COMMIT}",
@@ -88,6 +88,8 @@ setup(
         "sam": ["segment-anything", "sam2"],
         "align": ["segment-anything", "sam2", "tensorboard"],  # needs SAM2_BUILD_CUDA=0 --no-build-isolation
         "notebooks": ["jupyterlab"],
+        # pe-dense export: torch's ONNX exporter needs onnx and onnxscript; the export is checked in onnxruntime
+        "export": ["onnx", "onnxscript", "onnxruntime"],
     },
     entry_points={"console_scripts": ["pe-dense=pe_dense.cli:main"]},
 )

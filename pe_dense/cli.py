@@ -1,5 +1,5 @@
-"""The ``pe-dense`` command: ``features``, ``viz``, ``track``, ``detect``, ``segment``, ``depth``, ``convert``,
-``models``."""
+"""The ``pe-dense`` command: ``features``, ``viz``, ``track``, ``detect``, ``segment``, ``depth``, ``probe``,
+``convert``, ``export``, ``models``."""
 
 from __future__ import annotations
 
@@ -269,24 +269,91 @@ def _numbers(count: int, kind: str):
     return parse
 
 
+# ---------------------------------------------------------------- probe
+def _probe(args) -> int:
+    from .probe import ProbeRequest, plan_probe, run_probe
+
+    _check_out_folder(args.out)
+    layers = [args.layer] if args.layer is not None else args.layers
+    request = ProbeRequest(model=args.model, out=args.out, weights=args.weights, tasks=args.tasks,
+                           data=args.data or {}, layers=layers, smoke=args.smoke, launcher=args.launcher)
+    plan = plan_probe(request)  # every input checked; nothing written yet
+    if plan.random_weights:
+        _shout(f"WARNING: {args.model} has RANDOM weights (seed 0; no --weights given): the table shows the "
+               f"mechanics only")
+    table = run_probe(plan)
+    if table is not None:  # the main process of a distributed run
+        print(f"{table}\nthe table is in {args.out} (probe.md, probe.csv, probe.json)")
+    return 0
+
+
+def _key_paths(text: str) -> dict[str, str]:
+    """``--data``: TASK=PATH pairs, comma-separated."""
+    pairs = [item.partition("=") for item in text.split(",") if item]
+    if not pairs or any(not key or not sep or not path for key, sep, path in pairs):
+        raise argparse.ArgumentTypeError(f"expected TASK=PATH[,TASK=PATH...], got '{text}'")
+    return {key.strip(): path.strip() for key, _, path in pairs}
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _integers(text: str) -> list[int]:
+    try:
+        return [int(value) for value in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
+
+
 # ---------------------------------------------------------------- convert
+def _check_out_file(path: Path, force: bool, kinds: str) -> None:
+    """An output file (``convert``, ``export``): not a folder, replaced only with --force, in a writable folder
+    that exists. Checked before anything is built or written."""
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder; name the output file ({kinds})")
+    if path.exists() and not force:
+        raise UsageError(f"{path} exists; pass --force to replace it")
+    if not path.parent.is_dir():
+        raise UsageError(f"the folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise UsageError(f"cannot write to {path.parent}: permission denied")
+
+
 def _convert(args) -> int:
     from .models import official_to_timm, read_checkpoint, save_state_dict, to_official
 
-    if args.output.is_dir():
-        raise UsageError(f"{args.output} is a folder; name the output file (.pt, .pth or .safetensors)")
-    if args.output.exists() and not args.force:
-        raise UsageError(f"{args.output} exists; pass --force to replace it")
-    if not args.output.parent.is_dir():
-        raise UsageError(f"the folder {args.output.parent} does not exist")
-    if not os.access(args.output.parent, os.W_OK):
-        raise UsageError(f"cannot write to {args.output.parent}: permission denied")
+    _check_out_file(args.output, args.force, ".pt, .pth or .safetensors")
     state, ignored = to_official(read_checkpoint(args.input), args.prefix)
     if args.to == "timm":
         state = official_to_timm(state)
     save_state_dict(state, args.output)
     note = f" ({len(ignored)} keys outside the vision tower left out)" if ignored else ""
     print(f"wrote {len(state)} tensors in {args.to} layout to {args.output}{note}")
+    return 0
+
+
+# ---------------------------------------------------------------- export
+def _export(args) -> int:
+    from .export import check_request, export_encoder
+    from .feature_extraction import parse_size
+    from .models import get_config
+
+    config = get_config(args.model)
+    size = parse_size(args.size, config.image_size)
+    manifest_path = args.out.with_name(f"{args.out.name}.json")
+    for path in (args.out, manifest_path):
+        _check_out_file(path, args.force, "e.g. model.onnx or model.pt2")
+    check_request(config, args.format, size, args.layers, args.pooled)
+    encoder = _build(args)
+    manifest = export_encoder(encoder, args.out, format=args.format, size=size, layers=args.layers,
+                              pooled=args.pooled, dynamic=args.dynamic)
+    manifest = {"model": args.model, "weights": str(args.weights) if args.weights else "random", **manifest}
+    with atomic_output(manifest_path) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2))
+    check = manifest["check"]
+    print(f"wrote {args.out} and {manifest_path.name}; run in {check['runtime']}, it agrees with PyTorch to "
+          f"{check['max_abs_diff']:.1e}")
     return 0
 
 
@@ -491,6 +558,29 @@ def build_parser() -> argparse.ArgumentParser:
                                                "NYU-Depth-v2's, 518.86 px at 640 wide, scaled to the image width)")
     p.set_defaults(run=_depth)
 
+    from .probe import TASKS
+
+    p = commands.add_parser("probe", help="the PE paper's frozen-feature table: ADE20k linear segmentation, NYU "
+                                          "depth, DAVIS label propagation, beside the published numbers")
+    p.add_argument("--model", required=True, help="model name, e.g. PE-Spatial-B16-512 (its size picks the configs)")
+    p.add_argument("--weights", help="encoder checkpoint (any layout pe_dense reads, e.g. tools/align_net.py's "
+                                     "student_final.pt), 'hub' or hf://repo:file; --smoke without it: random weights")
+    p.add_argument("--tasks", type=_names, default=list(TASKS), metavar="TASK,...",
+                   help=f"some of {','.join(TASKS)} (default: all)")
+    p.add_argument("--data", type=_key_paths, metavar="TASK=PATH,...",
+                   help="the dataset folder of each task: ADE20k (ADEChallengeData2016), NYU-Depth-v2 in "
+                        "mmsegmentation's layout, DAVIS 2017")
+    layer = p.add_mutually_exclusive_group()
+    layer.add_argument("--layer", type=int, help="the block every task reads (default: each protocol's: the last "
+                                                 "block, four blocks for depth)")
+    layer.add_argument("--layers", type=_integers, metavar="L,...",
+                       help="a layer sweep: every task at each of these blocks, plus a plot of metric vs layer")
+    p.add_argument("--smoke", action="store_true", help="a few iterations on the built-in data (no datasets needed)")
+    p.add_argument("--launcher", choices=("none", "pytorch"), default="none",
+                   help="pytorch: distributed training under torchrun (mmengine's launcher)")
+    p.add_argument("--out", type=Path, required=True, help="output folder; run the same command again to resume")
+    p.set_defaults(run=_probe)
+
     p = commands.add_parser("convert", help="convert a checkpoint between official and timm layouts")
     p.add_argument("input", type=Path, help="official, timm, detectron2 or CLIP checkpoint (.pt/.pth/.safetensors)")
     p.add_argument("output", type=Path, help="output file; .safetensors writes safetensors, else torch")
@@ -499,14 +589,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.set_defaults(run=_convert)
 
+    from .export import FORMATS
+
+    p = commands.add_parser("export", help="the encoder as ONNX or a torch.export ExportedProgram, checked against "
+                                           "PyTorch")
+    p.add_argument("model", metavar="MODEL", help="model name, e.g. PE-Spatial-S16-512 (see `pe-dense models`)")
+    p.add_argument("--weights", help="checkpoint file, 'hub' for the released weights, or hf://repo:file; "
+                                     "random weights if omitted")
+    p.add_argument("--format", choices=FORMATS, required=True,
+                   help="onnx, or exported-program (.pt2, torch.export.load)")
+    p.add_argument("--size", required=True, help="input size N or HxW, multiples of the patch size (with --dynamic: "
+                                                 "the size traced and checked)")
+    p.add_argument("--layers", type=int, nargs="+", default=[-1], metavar="LAYER",
+                   help="blocks whose dense maps are outputs (negative counts from the end)")
+    p.add_argument("--pooled", action="store_true", help="also output the CLIP embedding (PE-Core models)")
+    p.add_argument("--dynamic", action="store_true", help="any height and width that are multiples of the patch "
+                                                          "size, not only --size (the batch size is always free)")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    p.add_argument("--out", type=Path, required=True, help="output file, e.g. model.onnx; FILE.json beside it "
+                                                           "describes it")
+    p.set_defaults(run=_export, device="cpu")  # traced and checked on the CPU
+
     p = commands.add_parser("models", help="list the known PE vision models")
     p.set_defaults(run=_models)
     _show_defaults(parser)
     return parser
 
 
+def check_precision_argument(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit 2 (argparse's usage error) for a ``--precision`` the ``--device`` cannot run fast."""
+    from .models.inference import check_precision
+
+    try:
+        check_precision(args.device, args.precision)
+    except ValueError as e:
+        parser.error(f"--precision {args.precision}: {e}")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if hasattr(args, "precision"):
+        check_precision_argument(parser, args)
     from .models import CheckpointError
 
     try:
@@ -515,7 +639,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"pe-dense {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        resume = " (run it again with --resume to continue)" if args.command == "track" else ""
+        resume = {"track": " (run it again with --resume to continue)",
+                  "probe": " (run the same command again to continue)"}.get(args.command, "")
         print(f"pe-dense {args.command}: interrupted{resume}", file=sys.stderr)
         return EXIT_INTERRUPTED
 

@@ -66,10 +66,12 @@ OPTIONAL_SUITES = {
     "notebooks": (_importable("nbclient") and _importable("ipykernel"),
                   "nbclient/ipykernel are not installed (pip install -e '.[dev]')"),
     "cuda": (torch.cuda.is_available(), "no CUDA device on this machine"),
+    "export": (all(_importable(m) for m in ("onnx", "onnxscript", "onnxruntime")),
+               "onnx, onnxscript and onnxruntime are not installed (pip install -e '.[export]')"),
 }
 
 # Suites whose dependencies install from the package registries: CI runs them, never skips them.
-REQUIRED_IN_CI = ("mmseg",)
+REQUIRED_IN_CI = ("mmseg", "export")
 
 _outcomes: dict[str, Counter] = {name: Counter() for name in OPTIONAL_SUITES}
 

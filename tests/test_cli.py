@@ -193,6 +193,22 @@ def test_a_device_this_machine_lacks_is_a_usage_error(tmp_path, capsys, device, 
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("precision, native_bf16, message", [
+    ("fp16", True, "fp16 is not supported on the CPU"),
+    ("bf16", False, "no native bf16 arithmetic"),
+])
+def test_a_precision_slower_than_fp32_on_this_cpu_is_a_usage_error(monkeypatch, tmp_path, capsys, precision,
+                                                                    native_bf16, message):
+    monkeypatch.setattr("pe_dense.models.inference.cpu_supports_bf16", lambda: native_bf16)
+    out = ["--precision", precision, "--out", str(tmp_path / "o")]
+    for argv in (["features", "sample:coffee", "--model", MODEL, *out],
+                 ["track", "video.mp4", "--model", MODEL, "--mask", "m.png", *out]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("command, hint", [("features", ""), ("track", "--resume")])
 def test_ctrl_c_says_interrupted(monkeypatch, tmp_path, capsys, command, hint):
     import pe_dense.cli as cli

@@ -1,6 +1,7 @@
-"""The floors of the package run one way: the command line -> alignment, projects and feature
-extraction -> integrations -> core (models, ops, data, tracking, viz), with no import cycles, and the core
-imports nothing heavier than torch/numpy-level libraries, so it works where no framework is installed.
+"""The floors of the package run one way: the command line -> alignment, projects, feature
+extraction and the probe -> integrations and export -> core (models, ops, data, tracking, viz), with no
+import cycles, and the core imports nothing heavier than torch/numpy-level libraries, so it works where no
+framework is installed.
 
 Every import statement counts, also the lazy ones inside functions: a lazy import still ties the floors.
 """
@@ -22,7 +23,9 @@ FLOORS = {  # unit -> floor; a unit imports its own floor's units only where bot
     **{f"pe_dense.{unit}": 0 for unit in CORE}, "pe_dense": 0,
     "pe_dense.integrations": 1, "pe_dense.integrations.detectron2": 1, "pe_dense.integrations.mmseg": 1,
     "pe_dense.integrations.sam": 1,
+    "pe_dense.export": 1,  # an integration of ONNX's tools, beside the others
     "pe_dense.align": 2, "pe_deta": 2, "pe_dense.feature_extraction": 2,
+    "pe_dense.probe": 2,  # runs the mmseg integration's probes and the core's DAVIS propagation
     "pe_dense.cli": 3,
 }
 # What the core may import besides the standard library: torch/numpy-level libraries.
@@ -33,6 +36,7 @@ FRAMEWORKS = {
     "pe_dense.integrations.detectron2": {"detectron2", "fvcore", "iopath"},
     "pe_dense.integrations.mmseg": {"mmseg", "mmcv", "mmengine"},
     "pe_dense.integrations.sam": {"segment_anything", "sam2", "hydra", "omegaconf"},
+    "pe_dense.export": {"onnx", "onnxscript", "onnxruntime"},
 }
 FRAMEWORKS["pe_deta"] = FRAMEWORKS["pe_dense.integrations.detectron2"]
 

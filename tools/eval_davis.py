@@ -18,7 +18,13 @@ import time
 import warnings
 from pathlib import Path
 
-from pe_dense.cli import add_precision_argument, add_propagation_arguments, device_argument, tracker_from_arguments
+from pe_dense.cli import (
+    add_precision_argument,
+    add_propagation_arguments,
+    check_precision_argument,
+    device_argument,
+    tracker_from_arguments,
+)
 from pe_dense.models import RandomWeightsWarning, build_encoder
 from pe_dense.tracking import DavisLayout, track_video
 from pe_dense.tracking.evaluate import format_table, score_results, summarize, write_csv
@@ -41,6 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if (args.results is None) == (args.model is None):
         parser.error("give either --model (track, then score) or --results (score only)")
+    check_precision_argument(parser, args)
     return args
 
 

@@ -16,6 +16,11 @@ from PIL import Image
 from ..atomic_files import atomic_output
 
 
+def datasets_root() -> Path:
+    """Where the built-in datasets are generated on first use: ``$PE_DENSE_DATASETS``, else ``datasets/``."""
+    return Path(os.environ.get("PE_DENSE_DATASETS", "datasets"))
+
+
 class SplitSpec(NamedTuple):
     num_images: int
     seed: int

@@ -27,10 +27,14 @@ def grid_side(num_patch_rows: int) -> int:
 
 
 def adapt_pos_embed(patch_table: torch.Tensor, grid_h: int, grid_w: int,
-                    mode: PosEmbedMode = "bilinear") -> torch.Tensor:
-    """Rows for a grid_h x grid_w grid from a (G*G, C) table of patch positions (no class row)."""
+                    mode: PosEmbedMode = "bilinear", resize_native: bool = False) -> torch.Tensor:
+    """Rows for a grid_h x grid_w grid from a (G*G, C) table of patch positions (no class row).
+
+    ``resize_native`` resizes at the table's own grid too, which gives the table back exactly, for exports
+    whose grid size is symbolic (docs/export.md#the-graph).
+    """
     side = grid_side(patch_table.shape[0])
-    if (grid_h, grid_w) == (side, side):
+    if not resize_native and (grid_h, grid_w) == (side, side):
         return patch_table
     grid = patch_table.reshape(side, side, -1)
     if mode == "tile":

@@ -14,6 +14,9 @@ Size = Union[int, tuple[int, int]]
 
 
 MAX_PIXELS_VARIABLE = "PE_DENSE_MAX_IMAGE_PIXELS"
+# Every channel, on values scaled to [0, 1] (docs/encoder.md#preprocessing); exports record them.
+NORMALIZE_MEAN = 0.5
+NORMALIZE_STD = 0.5
 
 
 def load_image(path: Union[str, os.PathLike]) -> Image.Image:
@@ -62,4 +65,4 @@ def preprocess(image: ImageLike, size: Size) -> torch.Tensor:
     height, width = (size, size) if isinstance(size, int) else size
     resized = to_pil(image).resize((width, height), Image.BILINEAR)
     pixels = torch.from_numpy(np.asarray(resized, dtype=np.float32)).permute(2, 0, 1)
-    return (pixels / 255.0 - 0.5) / 0.5  # ToTensor then Normalize(0.5, 0.5), in that order
+    return (pixels / 255.0 - NORMALIZE_MEAN) / NORMALIZE_STD  # ToTensor then Normalize, in that order

@@ -5,7 +5,8 @@ The first half of the pairs rotate with the token's column x, the second half wi
 using the frequencies 1 / theta^(2i/d) of a 1D rotary table of dim d = head_dim / 2.
 
 Rotations are applied as one complex multiplication per pair, in float32 whatever the input dtype
-(the released code also rotates in float32 and casts back).
+(the released code also rotates in float32 and casts back). Exporters without complex numbers (ONNX)
+get the same rotation in real arithmetic from a cos/sin table (docs/export.md#rope-in-real-arithmetic).
 """
 
 from __future__ import annotations
@@ -65,11 +66,29 @@ def rope_table(angles: torch.Tensor) -> torch.Tensor:
     return torch.polar(torch.ones_like(angles), angles)
 
 
+def rope_cos_sin(angles: torch.Tensor) -> torch.Tensor:
+    """The real form of :func:`rope_table`: cos and sin of every angle, each repeated for both channels
+    of its pair, stacked as (2, ..., head_dim)."""
+    angles = angles.repeat_interleave(2, dim=-1)
+    return torch.stack([angles.cos(), angles.sin()])
+
+
+def rotate_pairs(x: torch.Tensor) -> torch.Tensor:
+    """Every adjacent channel pair (a, b) turned a quarter: (-b, a)."""
+    a, b = x.unflatten(-1, (-1, 2)).unbind(-1)
+    return torch.stack([-b, a], dim=-1).flatten(-2)
+
+
 def apply_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """Rotate the channel pairs of ``x`` (..., head_dim) by ``table`` (complex, broadcastable to (..., head_dim/2)).
+    """Rotate the channel pairs of ``x`` (..., head_dim) by ``table``: complex from :func:`rope_table`,
+    broadcastable to (..., head_dim/2), or real from :func:`rope_cos_sin`, (2, ...) broadcastable to x.
 
     ``x`` may be a strided view (e.g. q and k sliced out of a packed qkv projection); the result is
     a new contiguous tensor of x's dtype.
     """
+    if not table.is_complex():  # (a, b) -> (a cos - b sin, b cos + a sin), as the complex product
+        cos, sin = table.unbind(0)
+        x32 = x.float()
+        return (x32 * cos + rotate_pairs(x32) * sin).to(x.dtype)
     pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
     return torch.view_as_real(pairs * table).flatten(-2).to(x.dtype)

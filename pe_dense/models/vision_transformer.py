@@ -19,7 +19,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .configs import PEVisionConfig
 from .pos_embed import POS_EMBED_MODES, PosEmbedMode, adapt_pos_embed
-from .rope import apply_rope, rope_angles, rope_table
+from .rope import apply_rope, rope_angles, rope_cos_sin, rope_table
 from .windows import window_partition, window_unpartition
 
 
@@ -28,7 +28,9 @@ class TokenPositions(NamedTuple):
 
     grid_h: int
     grid_w: int
-    rope: torch.Tensor  # (L, 1, 1, head_dim/2) complex, laid out for a (B, L, 2, heads, head_dim/2) q/k pair
+    # (L, 1, 1, head_dim/2) complex, laid out for a (B, L, 2, heads, head_dim/2) q/k pair; in export
+    # form real, (2, L, 1, 1, head_dim): cos and sin (rope.rope_cos_sin)
+    rope: torch.Tensor
     window_rope: Optional[torch.Tensor]  # the same for one window, in windowed models
 
 
@@ -200,6 +202,10 @@ class PEVisionTransformer(nn.Module):
         self.window_size = window_size
         self.rope_pretrain_grid = rope_pretrain_grid
         self.pos_embed_mode = pos_embed_mode
+        # Set by pe_dense.export (docs/export.md#the-graph): RoPE in real arithmetic, as ONNX has no complex
+        # numbers, and the position table resized even at its own grid (an identity there), so that no branch
+        # depends on the input size and height and width can stay symbolic. Eager runs keep the faster forms.
+        self.export_mode = False
 
         width = config.width
         self.conv1 = nn.Conv2d(3, width, kernel_size=self.patch_size, stride=self.patch_size, bias=False)
@@ -301,6 +307,11 @@ class PEVisionTransformer(nn.Module):
     def positions(self, grid_h: int, grid_w: int, device=None) -> TokenPositions:
         """RoPE tables for a grid (computed per call: a few thousand sin/cos, negligible next to a block)."""
         head_dim = self.config.head_dim
+        form = rope_cos_sin if self.export_mode else rope_table
+
+        def table(angles):  # broadcast axes for the pair and head dims of q/k, before the channel dim
+            return form(angles)[..., None, None, :]
+
         angles = rope_angles(
             grid_h, grid_w, head_dim, cls_token=self.use_cls_token, pretrain_grid=self.rope_pretrain_grid, device=device
         )
@@ -308,13 +319,13 @@ class PEVisionTransformer(nn.Module):
         if self.window_size:
             ws = self.window_size
             window_angles = rope_angles(ws, ws, head_dim, pretrain_grid=self.rope_pretrain_grid, device=device)
-            window_rope = rope_table(window_angles)[:, None, None]
-        return TokenPositions(grid_h, grid_w, rope_table(angles)[:, None, None], window_rope)
+            window_rope = table(window_angles)
+        return TokenPositions(grid_h, grid_w, table(angles), window_rope)
 
     def position_table(self, grid_h: int, grid_w: int) -> torch.Tensor:
         """Absolute position rows added to the patch tokens of a grid_h x grid_w input: (grid_h*grid_w, width)."""
         patch_rows = self.positional_embedding[int(self.config.use_cls_token):]
-        return adapt_pos_embed(patch_rows, grid_h, grid_w, self.pos_embed_mode)
+        return adapt_pos_embed(patch_rows, grid_h, grid_w, self.pos_embed_mode, resize_native=self.export_mode)
 
     def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, TokenPositions]:
         """Patchify, add positions, prepend the class token and apply ln_pre: (B, cls + h*w, width)."""

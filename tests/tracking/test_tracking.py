@@ -394,3 +394,6 @@ def test_track_and_eval_davis_take_the_protocol_flags_from_one_source(capsys):
         with pytest.raises(SystemExit):
             eval_davis.parse_args(["--davis", "d", "--model", "M", "--out", "o", flag, value])
         assert capsys.readouterr().err.splitlines()[-1].split("error: ", 1)[1] == track_error
+    with pytest.raises(SystemExit):  # as `pe-dense track` (tests/test_cli.py): no precision slower than fp32
+        eval_davis.parse_args(["--davis", "d", "--model", "M", "--out", "o", "--precision", "fp16"])
+    assert "fp16 is not supported on the CPU" in capsys.readouterr().err

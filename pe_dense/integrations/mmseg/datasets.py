@@ -4,7 +4,6 @@ its dataset."""
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import mmengine.fileio
@@ -16,10 +15,7 @@ from mmseg.registry import DATASETS, TRANSFORMS
 from mmseg.utils import datafrombytes
 
 from ...data import depth_scenes, scenes
-
-DATASETS_ROOT = os.environ.get("PE_DENSE_DATASETS", "datasets")
-DEFAULT_SCENES_ROOT = os.path.join(DATASETS_ROOT, "pe_scenes")
-DEFAULT_DEPTH_SCENES_ROOT = os.path.join(DATASETS_ROOT, "pe_depth_scenes")
+from ...data.generated import datasets_root
 
 
 class SegmentationDataError(ValueError):
@@ -39,7 +35,7 @@ class PEScenesDataset(BaseSegDataset):
     METAINFO = dict(classes=scenes.CLASSES, palette=[list(c) for c in scenes.PALETTE])
 
     def __init__(self, split: str = "training", data_root: Optional[str] = None, **kwargs):
-        data_root = data_root or DEFAULT_SCENES_ROOT
+        data_root = data_root or str(datasets_root() / "pe_scenes")
         if not kwargs.get("lazy_init"):
             scenes.ensure_scenes(data_root, splits=(split,))
         super().__init__(data_root=data_root, img_suffix=".jpg", seg_map_suffix=".png", reduce_zero_label=True,
@@ -57,7 +53,7 @@ class PEDepthScenesDataset(NYUDataset):
     """
 
     def __init__(self, split: str = "train", data_root: Optional[str] = None, **kwargs):
-        data_root = data_root or DEFAULT_DEPTH_SCENES_ROOT
+        data_root = data_root or str(datasets_root() / "pe_depth_scenes")
         if not kwargs.get("lazy_init"):
             depth_scenes.ensure_depth_scenes(data_root, splits=(split,))
         super().__init__(data_root=data_root,

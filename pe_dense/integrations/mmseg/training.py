@@ -1,5 +1,6 @@
 """What ``tools/train_seg.py`` does before handing a config to mmengine's Runner: apply the command
-line, fit the config to the machine, and check that the datasets are there (before any output)."""
+line, fit the config to the machine, and check that the datasets are there (before any output); and
+the train-then-score run of ``pe-dense probe``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Optional, Sequence
 
 import torch
 from mmengine.config import Config
+from mmengine.runner import Runner
 from mmseg.registry import DATASETS
 
 from .datasets import PEDepthScenesDataset, PEScenesDataset
@@ -46,9 +48,10 @@ def load_config(config: str, *, work_dir: Optional[str] = None, cfg_options: Opt
     return cfg
 
 
-def check_datasets(cfg: Config, loaders: Sequence[str]) -> None:
-    """Fail, naming the folder, when a dataset of the given dataloaders is not on disk (the built-in
-    scenes are generated instead)."""
+def check_datasets(cfg: Config, loaders: Sequence[str], option: str = "--cfg-options {loader}.dataset.data_root=PATH"
+                   ) -> None:
+    """Fail, naming the folder and the ``option`` that sets the dataset's root, when a dataset of the given
+    dataloaders is not on disk (the built-in scenes are generated instead)."""
     for name in loaders:
         loader = cfg.get(name)
         if not loader:
@@ -62,4 +65,17 @@ def check_datasets(cfg: Config, loaders: Sequence[str]) -> None:
             if not os.path.isdir(path):
                 raise FileNotFoundError(
                     f"{name}: the dataset folder '{path}' ({key}) does not exist; set the dataset's root with "
-                    f"--cfg-options {name}.dataset.data_root=PATH")
+                    f"{option.format(loader=name)}")
+
+
+def train_then_validate(cfg: Config) -> dict[str, float]:
+    """Train ``cfg`` with mmengine's Runner (from the work dir's last checkpoint when ``cfg.resume``), then
+    score the final model once on the validation split; the metrics, on every process.
+
+    Validation inside the training loop is switched off: a run resumed after its last iteration (killed
+    before it was scored) is then still scored, and no run is scored twice at the end.
+    """
+    cfg.train_cfg.val_begin = cfg.train_cfg.max_iters + 1
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    return {name: float(value) for name, value in runner.val_loop.run().items()}

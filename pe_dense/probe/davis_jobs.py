@@ -1,0 +1,63 @@
+"""The DAVIS probe: zero-shot label propagation over every sequence of the val set with the protocol's
+settings (docs/protocols.md#davis-label-propagation), as ``tools/eval_davis.py`` runs it: each sequence
+resumes where it stopped, then J&F is scored as the official toolkit does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ..data.generated import datasets_root
+from ..data.moving_shapes import write_moving_shapes
+from ..models import build_encoder
+from ..tracking import DavisLayout, VideoTracker, track_video
+from ..tracking.evaluate import score_results, summarize, write_csv
+from ..tracking.run import STATE_DIR, SUMMARY
+from .tasks import SMOKE_SHORT_SIDE
+
+IMAGE_SET = "val"
+
+
+def builtin_root() -> Path:
+    """The built-in moving-shapes video in the DAVIS layout (the smoke run's data), generated on first use."""
+    root = datasets_root() / "moving_shapes"
+    if not (root / "ImageSets").is_dir():
+        write_moving_shapes(root)
+    return root
+
+
+def check(root: Path) -> None:
+    """Fail, naming what is missing, unless ``root`` is a DAVIS 2017 folder whose val sequences all have
+    frames and first-frame labels."""
+    layout = DavisLayout(root)
+    for sequence in layout.sequences(IMAGE_SET):
+        if not layout.frames_dir(sequence).is_dir():
+            raise FileNotFoundError(f"the frames of DAVIS sequence '{sequence}' are missing: "
+                                    f"{layout.frames_dir(sequence)}")
+        if not layout.annotations(sequence):
+            raise FileNotFoundError(f"DAVIS sequence '{sequence}' has no labels in {layout.annotations_dir(sequence)}")
+
+
+def run(model: str, weights: Path, layer: int, root: Optional[Path], smoke: bool, folder: Path
+        ) -> tuple[dict, Optional[str]]:
+    """(J&F and the other DAVIS figures in percent, how much an earlier run had tracked or None). ``root``
+    None: the built-in moving shapes."""
+    layout = DavisLayout(root or builtin_root())
+    sequences = layout.sequences(IMAGE_SET)
+    results = folder / "results"
+    started = [s for s in sequences if (results / s / SUMMARY).exists() or (results / s / STATE_DIR).exists()]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    size = {"short_side": SMOKE_SHORT_SIDE} if smoke else {}  # else the protocol's
+    tracker = VideoTracker.from_encoder(build_encoder(model, weights, device=device), layer=layer, **size)
+    settings = {"model": model, "weights": str(weights), "layer": layer}
+    for i, sequence in enumerate(sequences, 1):
+        print(f"davis [{i}/{len(sequences)}] {sequence}", flush=True)
+        track_video(tracker, layout.frames_dir(sequence), layout.annotations(sequence)[0], results / sequence,
+                    settings=settings, resume=sequence in started, overlay=False, progress=False)
+    overall, per_sequence = summarize(score_results(layout, results, sequences))
+    write_csv(folder / f"global_results-{IMAGE_SET}.csv", [overall])
+    write_csv(folder / f"per-sequence_results-{IMAGE_SET}.csv", per_sequence)
+    resumed = f"{len(started)} of {len(sequences)} sequences" if started else None
+    return {name: 100 * value for name, value in overall.items()}, resumed
