@@ -6,6 +6,7 @@ Shapes: batch 2, 4 levels of a 1024x1024 input at strides 8-64 (128^2 ... 16^2),
 32 channels, 4 points; 900 queries (decoder) and one query per position (encoder, 21760).
 
     python benchmarks/ms_deform_attn.py                 # CPU
+    python benchmarks/ms_deform_attn.py --queries 900 --skip-memory --no-save   # a quick look, nothing saved
     python benchmarks/ms_deform_attn.py --device cuda   # adds fp16/bf16 and memory bandwidth
 """
 
@@ -196,9 +197,11 @@ def main() -> None:
     parser.add_argument("--patterns", nargs="+", choices=("deta", "uniform"), default=["deta", "uniform"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-memory", action="store_true", help="do not measure peak memory")
+    parser.add_argument("--no-save", action="store_true", help="print the rows only, keeping the recorded results")
     args = parser.parse_args()
     payload = run(args)
-    print(f"saved {harness.save(f'ms_deform_attn_{torch.device(args.device).type}', payload)}")
+    if not args.no_save:
+        print(f"saved {harness.save(f'ms_deform_attn_{torch.device(args.device).type}', payload)}")
 
 
 if __name__ == "__main__":

@@ -76,6 +76,25 @@ def test_cpu_kernel_gradcheck_fp64(case):
 
 
 @kernels
+def test_cpu_kernel_gradcheck_fp64_at_32_channels():
+    """32 channels (DETA's) run kernels compiled for that count; the cases above cover the others."""
+    value, shapes, starts, locations, weights = make_case(batch=1, levels=((4, 5), (2, 3)), heads=2, channels=32,
+                                                          queries=2, points=2)
+    assert torch.autograd.gradcheck(lambda v, loc, w: kernel(v, shapes, starts, loc, w), (value, locations, weights),
+                                    eps=1e-6, atol=1e-5)
+
+
+@kernels
+def test_cpu_outputs_of_several_mib_match_the_reference():
+    """The output and the value gradient (8 MiB each) are allocated on huge pages where Linux offers them."""
+    inputs = make_case(batch=1, levels=((64, 64),), heads=8, channels=32, queries=4096, points=1)
+    ours, expected = outputs_and_grads(kernel, inputs), outputs_and_grads(reference, inputs)
+    assert ours[0].nbytes == ours[1].nbytes == 8 * 2**20
+    for a, b in zip(ours, expected):
+        torch.testing.assert_close(a, b)
+
+
+@kernels
 def test_points_outside_the_map_read_zeros_and_get_zero_gradients():
     value, shapes, starts, locations, weights = make_case(spread=0.0)
     with torch.no_grad():

@@ -8,6 +8,10 @@
 #include <utility>
 #include <vector>
 
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
+
 #include "../bilinear_footprint.h"
 #include "../ms_deform_attn.h"
 
@@ -33,6 +37,23 @@ void check_levels(const at::Tensor& shapes, const at::Tensor& starts, int64_t le
                     " starting at " + std::to_string(start[l]) + ") does not fit in value of length " +
                     std::to_string(length));
   }
+}
+
+// An uninitialised tensor whose memory the kernel will write all over, backed by transparent huge
+// pages where Linux offers them (torch does this for every allocation under THP_MEM_ALLOC_ENABLE=1,
+// see c10/core/alloc_cpu.cpp; this does it for our outputs only). The gradient of a DETA value
+// tensor is 44 MB and freshly mapped each backward: on 4 KiB pages zeroing it took ~11,000 page
+// faults, about as long as the sampling itself at 900 queries; on 2 MiB pages it is 3-4x faster.
+// Only the 2 MiB-aligned interior is advised; without THP support nothing changes.
+at::Tensor empty_on_huge_pages(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  auto t = at::empty(sizes, options);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t huge = uintptr_t(1) << 21;
+  const auto data = reinterpret_cast<uintptr_t>(t.data_ptr());
+  const uintptr_t begin = (data + huge - 1) & ~(huge - 1), end = (data + t.nbytes()) & ~(huge - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);  // a hint: failure is harmless
+#endif
+  return t;
 }
 
 bool reduced_precision(const at::Tensor& t) {
@@ -97,7 +118,7 @@ at::Tensor ms_deform_attn_forward_cpu(const at::Tensor& value, const at::Tensor&
   check_levels(shapes, starts, value.size(1));
   const auto v = value.contiguous(), loc = sampling_locations.contiguous(), attn = attention_weights.contiguous();
   const Sizes z(v, loc);
-  auto out = at::empty({z.N, z.Q, z.M * z.D}, v.options());
+  auto out = empty_on_huge_pages({z.N, z.Q, z.M * z.D}, v.options());
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "ms_deform_attn_forward_cpu", [&] {
     forward<scalar_t>(v.data_ptr<scalar_t>(), shapes.data_ptr<int64_t>(), starts.data_ptr<int64_t>(),
                       loc.data_ptr<scalar_t>(), attn.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), z);
@@ -123,9 +144,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
   const Sizes z(v, loc);
   TORCH_CHECK(grad.dim() == 3 && grad.size(0) == z.N && grad.size(1) == z.Q && grad.size(2) == z.M * z.D,
               "grad_output must have shape (N, Q, M * D)");
-  auto grad_value = at::zeros_like(v);
-  auto grad_loc = at::zeros_like(loc);
-  auto grad_attn = at::zeros_like(attn);
+  auto grad_value = empty_on_huge_pages(v.sizes(), v.options()).zero_();
+  auto grad_loc = empty_on_huge_pages(loc.sizes(), loc.options()).zero_();
+  auto grad_attn = empty_on_huge_pages(attn.sizes(), attn.options()).zero_();
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "ms_deform_attn_backward_cpu", [&] {
     backward<scalar_t>(v.data_ptr<scalar_t>(), shapes.data_ptr<int64_t>(), starts.data_ptr<int64_t>(),
                        loc.data_ptr<scalar_t>(), attn.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(),
