@@ -156,6 +156,9 @@ def propagate_labels_screened(
 ) -> torch.Tensor:
     """:func:`propagate_labels` on the CPU: int8 screening scores for every neighbour, exact float32
     rescoring of those the error bound cannot rule out (pe_dense._C's ``screened_topk``)."""
+    if not screening_available(target.features):  # also loads pe_dense._C
+        raise RuntimeError("screened propagation needs CPU tensors and pe_dense._C (pip install "
+                           "--no-build-isolation -e .); propagate_labels_exact runs anywhere")
     _check_maps(target.features, [s.features for s in sources], labels)
     if any(m.step != target.step or m.radius != radius for m in (target, *sources)):
         raise ValueError(f"the target and the sources must be quantised with one step for radius {radius}")
