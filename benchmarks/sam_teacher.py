@@ -1,13 +1,16 @@
 """SAM correspondence targets for one image: batched grid decoding vs one point per decoder call.
 
 Ways to the same targets (checked equal before timing), each encoding the image once:
-  batched_K  SAMCorrespondenceTeacher, K prompts per decoder call (K = 8, 64 on CPU; 64, 256 on GPU)
+  batched    SAMCorrespondenceTeacher as configured by default: up to 64 prompts per decoder call, on
+             the CPU as many as its memory budget allows (2 at 1024 px, 32 at 256 px)
+  batched_K  the same teacher with K prompts per call whatever their memory (K = 64 on CPU, 256 on GPU)
   per_point  the same teacher with one prompt per decoder call
   predictor  the library's own predictor called once per point (segment-anything's SamPredictor,
              sam2's SAM2ImagePredictor), its low-resolution logits resized the same way: the loop
              a user would write with the public API
 
     python benchmarks/sam_teacher.py                 # CPU: SAM ViT-B and SAM 2.1 Hiera-T, random weights
+    python benchmarks/sam_teacher.py --sizes 1024    # only the 1024 px cases (sam_teacher_cpu_1024.json)
     python benchmarks/sam_teacher.py --device cuda   # adds SAM 2.1-L targets/s at 1024 and an
                                                      # alignment step of PE-Spatial-L14 at 448 (bf16)
 """
@@ -30,6 +33,7 @@ from pe_dense.align.teachers import SAMCorrespondenceTeacher, point_grid  # noqa
 from pe_dense.integrations.sam import build_segmenter  # noqa: E402
 
 TOKEN_GRID = (32, 32)  # PE-Spatial-L14 / G14 at 448 px
+UNCAPPED = 2**62  # a CPU memory budget that never limits the prompts per call
 
 
 def _predictor_loop(segmenter, image: torch.Tensor, points_per_side: int):
@@ -69,7 +73,9 @@ def bench_case(family, arch, image_size, points_per_side, batch_sizes, device, r
     image = torch.rand(3, image_size, image_size, device=device)
     if family == "sam2":  # its predictor takes uint8 pictures: give all three the same one
         image = (image * 255).round() / 255
-    teachers = {f"batched_{k}": SAMCorrespondenceTeacher(segmenter, points_per_side, k) for k in batch_sizes}
+    teachers = {"batched": SAMCorrespondenceTeacher(segmenter, points_per_side)}
+    teachers.update({f"batched_{k}": SAMCorrespondenceTeacher(segmenter, points_per_side, k, cpu_chunk_bytes=UNCAPPED)
+                     for k in batch_sizes})
     teachers["per_point"] = SAMCorrespondenceTeacher(segmenter, points_per_side, 1)
     with torch.no_grad():
         fns = {name: (lambda t=t: t(image[None], TOKEN_GRID)[0]) for name, t in teachers.items()}
@@ -78,15 +84,17 @@ def bench_case(family, arch, image_size, points_per_side, batch_sizes, device, r
         for fn in fns.values():
             torch.testing.assert_close(fn(), reference, atol=1e-4, rtol=1e-4)
         times = harness.time_interleaved(fns, device, repeats=repeats, warmup=0)
-        encode = harness.time_interleaved({"encode": lambda: segmenter.encode(image[None])}, device, repeats=repeats)
+        encode = harness.time_interleaved({"encode": lambda: segmenter.encode(image[None])}, device, repeats=repeats,
+                                          warmup=0)  # the ways above have warmed it up
+        per_call = teachers["batched"].points_per_call(segmenter.encode(image[None]), device)
     # Targets per image relative to one prompt per decoder call (above 1: faster than the loop).
     speedups = {name: round(times["per_point"] / t, 2) for name, t in times.items() if name != "per_point"}
     row = {"family": family, "arch": arch, "image_size": image_size, "points": points_per_side**2,
-           "token_grid": list(TOKEN_GRID), "outputs_checked_equal": True,
+           "token_grid": list(TOKEN_GRID), "outputs_checked_equal": True, "batched_points_per_call": per_call,
            "seconds": {k: round(v, 4) for k, v in times.items()}, "encode_seconds": round(encode["encode"], 4),
            "speedup_vs_per_point": speedups}
     print(f"{family} {arch} @ {image_size}, {points_per_side**2} points: per point {times['per_point']:.2f} s "
-          f"(encoding {encode['encode']:.2f} s); speed-up over it: {speedups}")
+          f"(encoding {encode['encode']:.2f} s); speed-up over it: {speedups} (batched: {per_call} per call)")
     return row
 
 
@@ -125,14 +133,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 256], help="SAM input sizes to time")
     args = parser.parse_args()
     device = torch.device(args.device)
     # (family, arch, image size, points per side): on the CPU 1024 px is timed with 8 x 8 points (the
     # time per point does not depend on how many there are), 256 px with the full 32 x 32.
     side = 8 if device.type == "cpu" else 32
-    cases = [("segment_anything", "vit_b", 1024, side), ("sam2", "hiera_t", 1024, side),
-             ("segment_anything", "vit_b", 256, 32), ("sam2", "hiera_t", 256, 32)]
-    batch_sizes = (8, 64) if device.type == "cpu" else (64, 256)
+    cases = [(family, arch, size, side if size == 1024 else 32) for size in args.sizes
+             for family, arch in (("segment_anything", "vit_b"), ("sam2", "hiera_t"))]
+    batch_sizes = (64,) if device.type == "cpu" else (256,)
     started = time.perf_counter()
     rows = [bench_case(*case, batch_sizes, device, args.repeats) for case in cases]
     payload = {"benchmark": "sam_teacher", "environment": harness.environment(device), "weights": "random",
@@ -140,7 +149,8 @@ def main() -> None:
     if device.type == "cuda":
         payload["gpu"] = gpu_figures(device)
     payload["total_seconds"] = round(time.perf_counter() - started, 1)
-    print("wrote", harness.save(f"sam_teacher_{device.type}", payload))
+    sizes = "" if args.sizes == parser.get_default("sizes") else "_" + "_".join(map(str, args.sizes))
+    print("wrote", harness.save(f"sam_teacher_{device.type}{sizes}", payload))
 
 
 if __name__ == "__main__":

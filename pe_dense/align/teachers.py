@@ -21,6 +21,10 @@ from ..models.vision_transformer import PEVisionTransformer
 
 # PE-Core-G's best spatial layer per the paper's layer-wise probing: block 41 of 50.
 G_TEACHER_LAYER, G_DEPTH = 41, 50
+# glibc gives freed blocks above its mmap threshold (at most 32 MiB) back to the OS, so a CPU decoder call
+# with bigger temporaries page-faults them in again on every call (it made 8 prompts per call slower than
+# one at 1024 px); half of it keeps them reused.
+CPU_CHUNK_BYTES = 16 * 2**20
 
 
 def default_teacher_layer(config: PEVisionConfig) -> int:
@@ -75,21 +79,24 @@ def point_grid(points_per_side: int, image_size: int, device=None) -> torch.Tens
 class SAMCorrespondenceTeacher(nn.Module):
     """Per-token mask-logit vectors (B, h*w, P²) from a SAM-family model prompted with a P x P grid.
 
-    Each image is encoded once; its P² single-point prompts are decoded ``points_per_batch`` at a
-    time. Each point's low-resolution mask logits are resized (bilinear, antialiased) to the
+    Each image is encoded once; its P² single-point prompts are decoded up to ``points_per_batch`` at
+    a time. Each point's low-resolution mask logits are resized (bilinear, antialiased) to the
     student's token grid. The alignment target is the cosine similarity of these vectors between
     tokens (``pairwise_similarity_loss`` computes it without building the N x N matrix).
 
     Args:
         segmenter: from :func:`pe_dense.integrations.sam.build_segmenter`.
         points_per_side: P (the paper: 32, i.e. 1024 prompts).
-        points_per_batch: prompts per decoder call; memory grows linearly with it.
+        points_per_batch: the most prompts per decoder call; memory grows linearly with it.
+        cpu_chunk_bytes: on the CPU, fewer prompts per call where their largest temporary (the upscaled
+            image features, 8 MiB per prompt at 1024 px) would pass this: 2 prompts at 1024 px and 32
+            at 256 px by default. The targets do not depend on it.
         mask: "single" takes the single-mask output (SAM 2.1 falls back to its best multimask output
             when that mask is unstable); "best" takes the multimask output with the highest predicted IoU.
     """
 
     def __init__(self, segmenter: PromptableSegmenter, points_per_side: int = 32, points_per_batch: int = 64,
-                 mask: str = "single"):
+                 mask: str = "single", cpu_chunk_bytes: int = CPU_CHUNK_BYTES):
         super().__init__()
         if points_per_side < 1 or points_per_batch < 1:
             raise ValueError(f"points_per_side and points_per_batch must be positive, got {points_per_side} "
@@ -99,6 +106,7 @@ class SAMCorrespondenceTeacher(nn.Module):
         self.segmenter = segmenter.eval().requires_grad_(False)
         self.points_per_side = points_per_side
         self.points_per_batch = points_per_batch
+        self.cpu_chunk_bytes = cpu_chunk_bytes
         self.mask = mask
 
     @property
@@ -117,12 +125,20 @@ class SAMCorrespondenceTeacher(nn.Module):
     def forward(self, images: torch.Tensor, token_grid: tuple[int, int]) -> torch.Tensor:
         state = self.segmenter.encode(images)
         points = point_grid(self.points_per_side, self.image_size, device=images.device)
-        return torch.stack([self._image_targets(state, i, points, token_grid) for i in range(images.shape[0])])
+        per_call = self.points_per_call(state, images.device)
+        return torch.stack([self._image_targets(state, i, points, token_grid, per_call)
+                            for i in range(images.shape[0])])
 
-    def _image_targets(self, state: dict, index: int, points: torch.Tensor, token_grid) -> torch.Tensor:
+    def points_per_call(self, state: dict, device: torch.device) -> int:
+        """``points_per_batch``, on the CPU capped by ``cpu_chunk_bytes`` (at least one)."""
+        if device.type != "cpu":
+            return self.points_per_batch
+        return max(1, min(self.points_per_batch, self.cpu_chunk_bytes // self.segmenter.point_bytes(state)))
+
+    def _image_targets(self, state: dict, index: int, points: torch.Tensor, token_grid, per_call: int):
         maps = []
-        for start in range(0, points.shape[0], self.points_per_batch):
-            logits, iou = self.segmenter.decode(state, index, points[start: start + self.points_per_batch],
+        for start in range(0, points.shape[0], per_call):
+            logits, iou = self.segmenter.decode(state, index, points[start: start + per_call],
                                                 multimask=self.mask == "best")
             if self.mask == "best":
                 logits = logits.gather(1, iou.argmax(1)[:, None, None, None].expand(-1, 1, *logits.shape[2:]))

@@ -103,10 +103,11 @@ def test_sam_vit_b_targets_equal_sams_own_predictor(sam_vit_b, images, mask):
 
 
 @pytest.mark.suite("sam2")
-def test_sam2_hiera_t_targets_equal_sam2s_own_predictor(sam2_hiera_t, images):
+@pytest.mark.parametrize("mask", ["single", "best"])
+def test_sam2_hiera_t_targets_equal_sam2s_own_predictor(sam2_hiera_t, images, mask):
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-    teacher = SAMCorrespondenceTeacher(sam2_hiera_t, points_per_side=4, points_per_batch=16)
+    teacher = SAMCorrespondenceTeacher(sam2_hiera_t, points_per_side=4, points_per_batch=16, mask=mask)
     square = F.interpolate(images, size=(SIZE, SIZE), mode="bilinear", antialias=True)
     pixels = (square * 255).round().byte()
     targets = teacher(pixels.float() / 255, GRID)  # the predictor takes uint8 pictures: feed both the same
@@ -118,8 +119,10 @@ def test_sam2_hiera_t_targets_equal_sam2s_own_predictor(sam2_hiera_t, images):
     points = point_grid(4, SIZE).numpy() / SIZE  # with normalize_coords=False it takes coordinates in [0, 1]
     for i in range(2):
         predictor.set_image(pixels[i].permute(1, 2, 0).numpy())
-        _, _, low_res = predictor.predict(points[:, None], np.ones((16, 1)), multimask_output=False,
-                                          return_logits=True, normalize_coords=False)
+        _, iou, low_res = predictor.predict(points[:, None], np.ones((16, 1)), multimask_output=mask == "best",
+                                            return_logits=True, normalize_coords=False)
+        if mask == "best":
+            low_res = low_res[np.arange(16), iou.argmax(1)][:, None]
         torch.testing.assert_close(targets[i], _token_targets(torch.as_tensor(low_res), GRID), atol=1e-4, rtol=1e-4)
 
 
@@ -133,6 +136,48 @@ def test_batched_decoding_equals_one_point_per_call(family, sam_vit_b, sam2_hier
     assert batched.shape == (2, 64, 36)
     torch.testing.assert_close(batched, looped, atol=1e-5, rtol=1e-5)
     assert batched.std() > 0
+
+
+@pytest.mark.suite("sam2")
+@pytest.mark.suite("segment_anything")
+@pytest.mark.parametrize("family", ["segment_anything", "sam2"])
+def test_cpu_chunk_budget_sets_prompts_per_call_not_the_targets(family, sam_vit_b, sam2_hiera_t, images):
+    segmenter = sam_vit_b if family == "segment_anything" else sam2_hiera_t
+    state = segmenter.encode(images)
+    point_bytes = 32 * (SIZE // 4) ** 2 * 4  # the upscaled features of one prompt: 32 channels, 32 x 32, float
+    assert segmenter.point_bytes(state) == point_bytes
+    per_call, targets = {}, {}
+    for budget in (1, 3 * point_bytes, 2**30):
+        teacher = SAMCorrespondenceTeacher(segmenter, points_per_side=4, points_per_batch=8, cpu_chunk_bytes=budget)
+        per_call[budget] = teacher.points_per_call(state, images.device)
+        targets[budget] = teacher(images, GRID)
+    assert per_call == {1: 1, 3 * point_bytes: 3, 2**30: 8}  # 16 prompts: calls of 1, of 3 (and a last 1), of 8
+    torch.testing.assert_close(targets[1], targets[3 * point_bytes], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(targets[1], targets[2**30], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.suite("sam2")
+@pytest.mark.suite("segment_anything")
+@pytest.mark.parametrize("family", ["segment_anything", "sam2"])
+def test_decoder_equals_the_librarys_mask_decoder_for_every_mask_token(family, sam_vit_b, sam2_hiera_t):
+    from pe_dense.integrations.sam.decoder import decode_points, image_context
+
+    segmenter = sam_vit_b if family == "segment_anything" else sam2_hiera_t
+    prompt_encoder, decoder = segmenter.prompt_encoder, segmenter.mask_decoder
+    generator = torch.Generator().manual_seed(0)
+    embeddings = torch.randn(2, 256, SIZE // 16, SIZE // 16, generator=generator)
+    high_res = [] if family == "segment_anything" else [
+        torch.randn(2, 32, SIZE // 4, SIZE // 4, generator=generator),
+        torch.randn(2, 64, SIZE // 8, SIZE // 8, generator=generator)]
+    state = image_context(prompt_encoder, decoder, embeddings, high_res)
+    points = point_grid(3, SIZE)
+    sparse, dense = prompt_encoder(points=(points[:, None], torch.ones(9, 1, dtype=torch.int)), boxes=None, masks=None)
+    for i in range(2):
+        extra = {"repeat_image": True, "high_res_features": [f[i: i + 1] for f in high_res]} if high_res else {}
+        expected = decoder.predict_masks(embeddings[i: i + 1], prompt_encoder.get_dense_pe(), sparse, dense, **extra)
+        masks, iou = decode_points(prompt_encoder, decoder, state, i, points)
+        torch.testing.assert_close(masks, expected[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(iou, expected[1], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.suite("segment_anything")

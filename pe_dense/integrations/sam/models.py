@@ -1,6 +1,6 @@
 """SAM (segment-anything, ViT-B/L/H) and SAM 2.1 (sam2, Hiera T/S/B+/L) behind one small interface:
-encode a batch of square images once, then decode any number of single-point prompts per image in
-one decoder call, returning low-resolution mask logits.
+encode a batch of square images once (with the decoder's image-only work), then decode any number of
+single-point prompts per image in one decoder call (:mod:`.decoder`), returning low-resolution mask logits.
 
 Both libraries are optional imports, loaded only when a model of theirs is built.
 """
@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ...models.checkpoint import CheckpointError, compare, read_checkpoint
+from .decoder import decode_points, image_context, select_masks, upscaled_bytes
 
 # (embed dim, depth, heads, global attention blocks) as segment-anything's build_sam.py
 SAM_ARCHS = {
@@ -41,12 +42,21 @@ class PromptableSegmenter(torch.nn.Module):
     family: str
     image_size: int
 
+    prompt_encoder: torch.nn.Module  # the library's PromptEncoder and MaskDecoder
+    mask_decoder: torch.nn.Module
+
     def encode(self, images: torch.Tensor) -> dict:
         raise NotImplementedError
 
     def decode(self, state: dict, index: int, points: torch.Tensor, multimask: bool):
-        """Mask logits (K, M, h, w) and predicted IoUs (K, M) of image ``index`` for K points (K, 2)."""
-        raise NotImplementedError
+        """Mask logits (K, M, h, w) and predicted IoUs (K, M) of image ``index`` for K points (K, 2), as
+        the library's mask decoder returns them."""
+        masks, iou = decode_points(self.prompt_encoder, self.mask_decoder, state, index, points)
+        return select_masks(self.mask_decoder, masks, iou, multimask)
+
+    def point_bytes(self, state: dict) -> int:
+        """Bytes of the largest tensor that each prompt adds to a decoder call."""
+        return upscaled_bytes(state)
 
     def _resize(self, images: torch.Tensor) -> torch.Tensor:
         if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
@@ -67,21 +77,18 @@ class SegmentAnything(PromptableSegmenter):
         self.sam = sam
         self.image_size = sam.image_encoder.img_size
 
+    @property
+    def prompt_encoder(self):
+        return self.sam.prompt_encoder
+
+    @property
+    def mask_decoder(self):
+        return self.sam.mask_decoder
+
     def encode(self, images):
         x = self._resize(images) * 255.0
         x = (x - self.sam.pixel_mean) / self.sam.pixel_std
-        return {"embeddings": self.sam.image_encoder(x)}
-
-    def decode(self, state, index, points, multimask):
-        labels = torch.ones(points.shape[0], 1, dtype=torch.int, device=points.device)
-        sparse, dense = self.sam.prompt_encoder(points=(points[:, None], labels), boxes=None, masks=None)
-        return self.sam.mask_decoder(
-            image_embeddings=state["embeddings"][index: index + 1],
-            image_pe=self.sam.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask,
-        )
+        return image_context(self.prompt_encoder, self.mask_decoder, self.sam.image_encoder(x))
 
 
 class SAM2(PromptableSegmenter):
@@ -96,26 +103,24 @@ class SAM2(PromptableSegmenter):
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(3, 1, 1), persistent=False)
 
+    @property
+    def prompt_encoder(self):
+        return self.model.sam_prompt_encoder
+
+    @property
+    def mask_decoder(self):
+        return self.model.sam_mask_decoder
+
     def encode(self, images):
         x = (self._resize(images) - self.mean) / self.std
         _, feats, _, sizes = self.model._prepare_backbone_features(self.model.forward_image(x))
         if self.model.directly_add_no_mem_embed:
             feats[-1] = feats[-1] + self.model.no_mem_embed
         maps = [f.permute(1, 2, 0).reshape(f.shape[1], f.shape[2], *size) for f, size in zip(feats, sizes)]
-        return {"embeddings": maps[-1], "high_res": maps[:-1]}
+        return image_context(self.prompt_encoder, self.mask_decoder, maps[-1], high_res=maps[:-1])
 
     def decode(self, state, index, points, multimask):
-        labels = torch.ones(points.shape[0], 1, dtype=torch.int, device=points.device)
-        sparse, dense = self.model.sam_prompt_encoder(points=(points[:, None], labels), boxes=None, masks=None)
-        logits, iou, _, _ = self.model.sam_mask_decoder(
-            image_embeddings=state["embeddings"][index: index + 1],
-            image_pe=self.model.sam_prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask,
-            repeat_image=points.shape[0] > 1,
-            high_res_features=[f[index: index + 1] for f in state["high_res"]],
-        )
+        logits, iou = super().decode(state, index, points, multimask)
         return logits.clamp(-32.0, 32.0), iou  # as SAM2ImagePredictor clamps its low-resolution logits
 
 
