@@ -1,12 +1,17 @@
-"""Label propagation: pe_dense's tiled propagation vs the classic dense formulation, and end-to-end fps.
+"""Label propagation: pe_dense's screened propagation vs the classic dense formulation, and end-to-end fps.
 
 1. One propagation step (first frame + 7 previous frames, radius 12, top-5) on the token grids of a
    480p frame (480x854): 30x53 for patch-16 models (S width 384), 34x61 for patch-14 (L width
-   1024), and 60x106 (the patch-8 grid of the classic DINO evaluation). Same features for both; the
-   labels must be identical (checked before timing). Time per frame and peak extra memory (resident
-   memory above the inputs, in a fresh process).
+   1024), and 60x106 (the patch-8 grid of the classic DINO evaluation). Same features for all; the
+   labels must be identical (checked before timing). "pe_dense" is the step as a streamed run does
+   it on the CPU (the context frames were quantised when they entered: the target is quantised, then
+   screened and rescored); "tiled_exact" computes every neighbour's cosine in float32, tile by tile
+   (pe_dense's previous implementation, still the path on other devices). Time per frame and peak
+   extra memory (resident memory above the inputs, in a fresh process).
 2. Memory flat in video length: peak resident memory of a streamed run over 50 and 500 frames.
-3. End-to-end tracking fps (decode excluded: frames in memory) with PE-Spatial-T16 and -S16 at 480p.
+3. End-to-end tracking fps (decode excluded: frames in memory) with PE-Spatial-T16 and -S16 at 480p, on
+   the built-in moving-shapes video: fp32 with the float32 propagation (the previous pipeline), fp32 and
+   bf16 (where the CPU has native bf16) with the screened propagation, and the J&F of each.
 
     python benchmarks/tracking.py [--quick]
 """
@@ -17,15 +22,25 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 
-from pe_dense.tracking import LabelPropagator, PropagationConfig, propagate_labels  # noqa: E402
+from pe_dense.tracking import LabelPropagator, PropagationConfig  # noqa: E402
 from pe_dense.tracking.dense_reference import neighbourhood_mask, propagate_labels_dense  # noqa: E402
+from pe_dense.tracking.evaluate import ObjectScore, summarize  # noqa: E402
+from pe_dense.tracking.metrics import Statistics, score_sequence  # noqa: E402
+from pe_dense.tracking.propagation import (  # noqa: E402
+    ScreenedMap,
+    propagate_labels_exact,
+    propagate_labels_screened,
+    screening_step,
+)
 
 CONTEXT, LABELS = 8, 4  # first frame + 7 previous; background + 3 objects
 GRIDS = {"patch16 S (30x53, C=384)": (30, 53, 384), "patch14 L (34x61, C=1024)": (34, 61, 1024),
@@ -43,12 +58,21 @@ def make_step(h, w, channels, seed=0):
     return maps[0], maps[1:], labels
 
 
-def _propagation_run(name, h, w, channels):
+def _ways(h, w, channels):
+    """name -> the propagation step of ``make_step``'s frame, each way on the same features."""
     target, sources, labels = make_step(h, w, channels)
-    if name == "pe_dense":
-        return lambda: propagate_labels(target, sources, labels)
+    step = screening_step(sources[0])  # a streamed run takes the first frame's step
+    screened = [ScreenedMap.quantize(s, step, 12) for s in sources]  # quantised when they entered the context
     mask = neighbourhood_mask(h, w, 12)  # built once per video, as the classic scripts cache it
-    return lambda: propagate_labels_dense(target, sources, labels, mask=mask)
+    return {
+        "pe_dense": lambda: propagate_labels_screened(ScreenedMap.quantize(target, step, 12), screened, labels),
+        "tiled_exact": lambda: propagate_labels_exact(target, sources, labels),
+        "dense": lambda: propagate_labels_dense(target, sources, labels, mask=mask),
+    }
+
+
+def _propagation_run(name, h, w, channels):
+    return _ways(h, w, channels)[name]
 
 
 def _stream_run(frames, h, w, channels):
@@ -67,25 +91,37 @@ def _stream_run(frames, h, w, channels):
 def propagation_rows(grids, repeats):
     rows = []
     for label, (h, w, channels) in grids.items():
-        target, sources, labels = make_step(h, w, channels)
-        ours = propagate_labels(target, sources, labels)
-        dense = propagate_labels_dense(target, sources, labels)
-        if not torch.equal(ours.argmax(-1), dense.argmax(-1)):
-            raise SystemExit(f"{label}: labels differ between pe_dense and the dense formulation")
-        mask = neighbourhood_mask(h, w, 12)
-        times = harness.time_interleaved({
-            "pe_dense": lambda: propagate_labels(target, sources, labels),
-            "dense": lambda: propagate_labels_dense(target, sources, labels, mask=mask),
-        }, torch.device("cpu"), repeats=repeats)
-        memory = {n: harness.cpu_peak_extra_bytes(_propagation_run, n, h, w, channels) for n in ("pe_dense", "dense")}
+        ways = _ways(h, w, channels)
+        outputs = {name: run() for name, run in ways.items()}
+        for name in ("pe_dense", "tiled_exact"):
+            if not torch.equal(outputs[name].argmax(-1), outputs["dense"].argmax(-1)):
+                raise SystemExit(f"{label}: labels differ between {name} and the dense formulation")
+        times = harness.time_interleaved(ways, torch.device("cpu"), repeats=repeats)
+        memory = {n: harness.cpu_peak_extra_bytes(_propagation_run, n, h, w, channels) for n in ways}
         row = {"grid": label, "ms_per_frame": {n: round(t * 1e3, 1) for n, t in times.items()},
-               "speedup": round(times["dense"] / times["pe_dense"], 2),
+               "speedup_vs_dense": {n: round(times["dense"] / times[n], 2) for n in ("pe_dense", "tiled_exact")},
                "peak_extra_MiB": {n: round(b / 2**20, 1) for n, b in memory.items()},
-               "memory_ratio": round(memory["dense"] / max(memory["pe_dense"], 1), 1),
-               "max_abs_diff": float((ours - dense).abs().max()), "labels_identical": True}
+               "max_abs_diff_vs_dense": {n: float((outputs[n] - outputs["dense"]).abs().max())
+                                         for n in ("pe_dense", "tiled_exact")},
+               "labels_identical": True}
         print(row, flush=True)
         rows.append(row)
     return rows
+
+
+def _track(tracker, images, first_labels):
+    """(fps after the first frame, predicted label maps (T, H, W))."""
+    steps = tracker.track(images, first_labels)
+    predictions = [next(steps).labels]
+    start = time.perf_counter()
+    predictions += [frame.labels for frame in steps]
+    return (len(images) - 1) / (time.perf_counter() - start), np.stack(predictions)
+
+
+def _j_and_f(truth, predictions) -> float:
+    scores = [ObjectScore("video", obj, Statistics.of(j), Statistics.of(f))
+              for obj, (j, f) in score_sequence(truth, predictions).items()]
+    return round(summarize(scores)[0]["J&F-Mean"], 4)
 
 
 def end_to_end_rows(models, frames):
@@ -93,23 +129,28 @@ def end_to_end_rows(models, frames):
 
     from pe_dense.data.moving_shapes import render_moving_shapes
     from pe_dense.models import build_encoder
+    from pe_dense.models.inference import cpu_supports_bf16
     from pe_dense.tracking import VideoTracker
 
-    video, labels = render_moving_shapes(num_frames=frames, size=(480, 854))
+    video, truth = render_moving_shapes(num_frames=frames, size=(480, 854))
     images = [(f"{i:05d}", Image.fromarray(f)) for i, f in enumerate(video)]
+    ways = {"fp32, float32 propagation (before)": ("fp32", False), "fp32": ("fp32", True)}
+    if cpu_supports_bf16():
+        ways["bf16"] = ("bf16", True)
     rows = []
     for model in models:
-        encoder = build_encoder(model)  # speed does not depend on the weights
-        tracker = VideoTracker.from_encoder(encoder)
-        start = time.perf_counter()
-        steps = tracker.track(images, labels[0])
-        next(steps)
-        first = time.perf_counter()
-        for _ in steps:
-            pass
-        fps = (frames - 1) / (time.perf_counter() - first)
-        row = {"model": model, "frame": "480x854", "grid": list(tracker.input_size(854, 480)),
-               "fps": round(fps, 2), "first_frame_s": round(first - start, 2)}
+        torch.manual_seed(0)
+        encoder = build_encoder(model)  # random weights: speed does not depend on them
+        row = {"model": model, "frame": "480x854", "fps": {}, "J&F": {}}
+        for name, (precision, screening) in ways.items():
+            tracker = VideoTracker.from_encoder(encoder, precision=precision)
+            # the previous pipeline: every cosine in float32 (what other devices still run)
+            with mock.patch("pe_dense.tracking.propagation.screening_available", return_value=screening):
+                fps, predictions = _track(tracker, images, truth[0])
+            row["fps"][name] = round(fps, 2)
+            row["J&F"][name] = _j_and_f(truth, predictions)
+        before = row["fps"]["fp32, float32 propagation (before)"]
+        row["speedup_vs_before"] = {n: round(f / before, 2) for n, f in row["fps"].items()}
         print(row, flush=True)
         rows.append(row)
     return rows
@@ -129,7 +170,7 @@ def main():
     results["video_length_peak_extra_MiB"] = {
         str(n): round(harness.cpu_peak_extra_bytes(_stream_run, n, h, w, channels) / 2**20, 1) for n in lengths}
     print(results["video_length_peak_extra_MiB"], flush=True)
-    results["end_to_end"] = end_to_end_rows(["PE-Spatial-T16-512", "PE-Spatial-S16-512"], 6 if args.quick else 20)
+    results["end_to_end"] = end_to_end_rows(["PE-Spatial-T16-512", "PE-Spatial-S16-512"], 6 if args.quick else 24)
     if not args.quick:
         print("wrote", harness.save("tracking_cpu", results))
 
