@@ -58,10 +58,15 @@ def _check_maps(target: torch.Tensor, sources: Sequence[torch.Tensor], labels: S
                              f"got {tuple(soft.shape)}")
 
 
+def _reach(radius: int, h: int, w: int) -> int:
+    """The neighbourhood radius in tokens: ``radius=0`` (no restriction) reaches the whole frame."""
+    return radius if radius > 0 else max(h, w)
+
+
 def corner_view(h: int, w: int, radius: int) -> int:
     """How many tokens of one (h, w) source a corner token sees within ``radius`` (0: the whole frame):
     the fewest of any token, so the most ``topk`` can be with a single source."""
-    radius = radius if radius > 0 else max(h, w)
+    radius = _reach(radius, h, w)
     return min(radius + 1, h) * min(radius + 1, w)
 
 
@@ -90,7 +95,7 @@ class ScreenedMap:
         codes = (features / step).round_().clamp_(-127, 127)
         residual = float(torch.linalg.vector_norm(features - step * codes, dim=-1).max())
         codes = codes.to(torch.int8)
-        r = radius if radius > 0 else max(h, w)
+        r = _reach(radius, h, w)
         bands = tuple(codes[:, max(j - r, 0):min(j + SCREEN_TILE + r, w)].contiguous()
                       for j in range(0, w, SCREEN_TILE))
         return cls(features, step, residual, radius, bands)
@@ -164,7 +169,7 @@ def propagate_labels_screened(
         raise ValueError(f"the target and the sources must be quantised with one step for radius {radius}")
     h, w, channels = target.features.shape
     _check_topk(h, w, radius, topk, len(sources))
-    radius = radius if radius > 0 else max(h, w)
+    radius = _reach(radius, h, w)
     # |exact - step^2 * code product| <= r_t + (1 + r_t) r_s for unit vectors (Cauchy-Schwarz), plus a
     # margin for float32 rounding in the norms and the exact products; a source can be in the exact top-k
     # only if its screening score is within twice that of the k-th best screening score.
@@ -213,7 +218,7 @@ def propagate_labels_exact(
     _check_maps(target, sources, labels)
     h, w, _ = target.shape
     _check_topk(h, w, radius, topk, len(sources))
-    radius = radius if radius > 0 else max(h, w)
+    radius = _reach(radius, h, w)
     tile = min(tile, h, w) if radius < max(h, w) else max(h, w)  # no restriction: one tile is the frame
     out = target.new_empty(h, w, labels[0].shape[2])
     rows = torch.arange(h, device=target.device)
