@@ -2,7 +2,8 @@
 
 Ways, same weights, same process, interleaved:
   fp32          pe_dense in float32 (the default, exact)
-  bf16          pe_dense under bf16 autocast (what `--precision bf16` runs)
+  bf16          pe_dense under bf16 autocast (what `--precision bf16` runs: attention on pe_dense's kernel)
+  bf16_torch_attention   the same with torch's attention (scaled_dot_product_attention) instead
   bf16_weights  a bf16 copy of pe_dense's weights, no autocast (the other way to run bf16)
   timm_bf16     timm's vit_pe_* with the same weights under bf16 autocast (the best available alternative)
 The feature error of each bf16 way against fp32 is measured first (mean relative error per token, the
@@ -17,6 +18,7 @@ import argparse
 import copy
 import sys
 from pathlib import Path
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -60,12 +62,17 @@ def run(models, repeats: int) -> list[dict]:
                     tokens = theirs.forward_features(images)[:, theirs.num_prefix_tokens:].float()
                 return tokens.transpose(1, 2).reshape(1, -1, SIZE[0] // 16, SIZE[1] // 16)
 
+            def torch_attention():
+                with mock.patch("pe_dense.ops.dot_product_attention.bf16_kernel_available", return_value=False):
+                    return dense(ours, images, "bf16")
+
             return {"fp32": lambda: dense(ours, images, "fp32"), "bf16": lambda: dense(ours, images, "bf16"),
+                    "bf16_torch_attention": torch_attention,
                     "bf16_weights": lambda: dense(weights_bf16, images.bfloat16(), "fp32"), "timm_bf16": timm_dense}
 
         runs = ways()
         reference = runs["fp32"]()
-        errors = {n: _error(runs[n](), reference) for n in ("bf16", "bf16_weights", "timm_bf16")}
+        errors = {n: _error(runs[n](), reference) for n in runs if n != "fp32"}
         seconds = harness.time_interleaved(runs, torch.device("cpu"), repeats=repeats)
         row = {"model": name, "input": list(SIZE), "batch": 1,
                "images_per_s": {n: round(1 / t, 3) for n, t in seconds.items()},

@@ -10,8 +10,9 @@
    extra memory (resident memory above the inputs, in a fresh process).
 2. Memory flat in video length: peak resident memory of a streamed run over 50 and 500 frames.
 3. End-to-end tracking fps (decode excluded: frames in memory) with PE-Spatial-T16 and -S16 at 480p, on
-   the built-in moving-shapes video: fp32 with the float32 propagation (the previous pipeline), fp32 and
-   bf16 (where the CPU has native bf16) with the screened propagation, and the J&F of each.
+   the built-in moving-shapes video: fp32 with the float32 propagation (the previous pipeline), fp32 with
+   the screened propagation, and where the CPU has native bf16, bf16 with torch's attention and with
+   pe_dense's bf16 attention kernel; the ways take turns frame by frame; the J&F of each.
 
     python benchmarks/tracking.py [--quick]
 """
@@ -19,6 +20,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -109,22 +111,27 @@ def propagation_rows(grids, repeats):
     return rows
 
 
-def _track(tracker, images, first_labels):
-    """(fps after the first frame, predicted label maps (T, H, W))."""
-    steps = tracker.track(images, first_labels)
-    predictions = [next(steps).labels]
-    start = time.perf_counter()
-    predictions += [frame.labels for frame in steps]
-    return (len(images) - 1) / (time.perf_counter() - start), np.stack(predictions)
-
-
 def _j_and_f(truth, predictions) -> float:
     scores = [ObjectScore("video", obj, Statistics.of(j), Statistics.of(f))
               for obj, (j, f) in score_sequence(truth, predictions).items()]
     return round(summarize(scores)[0]["J&F-Mean"], 4)
 
 
+def _way(screening: bool, attention_kernel: bool) -> contextlib.ExitStack:
+    """Switch off the screened propagation (the previous pipeline: every cosine in float32, what other
+    devices still run) or the bf16 attention kernel (torch's attention) for one frame's step."""
+    stack = contextlib.ExitStack()
+    if not screening:
+        stack.enter_context(mock.patch("pe_dense.tracking.propagation.screening_available", return_value=False))
+    if not attention_kernel:
+        stack.enter_context(mock.patch("pe_dense.ops.dot_product_attention.bf16_kernel_available",
+                                       return_value=False))
+    return stack
+
+
 def end_to_end_rows(models, frames):
+    """Frames/s of each way, frame by frame in turn (a slower spell of the machine hits every way), and
+    the J&F of each. The first frame (features only, nothing to propagate) is not timed."""
     from PIL import Image
 
     from pe_dense.data.moving_shapes import render_moving_shapes
@@ -134,23 +141,31 @@ def end_to_end_rows(models, frames):
 
     video, truth = render_moving_shapes(num_frames=frames, size=(480, 854))
     images = [(f"{i:05d}", Image.fromarray(f)) for i, f in enumerate(video)]
-    ways = {"fp32, float32 propagation (before)": ("fp32", False), "fp32": ("fp32", True)}
+    ways = {"fp32, float32 propagation (before)": ("fp32", False, True), "fp32": ("fp32", True, True)}
     if cpu_supports_bf16():
-        ways["bf16"] = ("bf16", True)
+        ways["bf16, torch attention"] = ("bf16", True, False)
+        ways["bf16"] = ("bf16", True, True)
     rows = []
     for model in models:
         torch.manual_seed(0)
         encoder = build_encoder(model)  # random weights: speed does not depend on them
-        row = {"model": model, "frame": "480x854", "fps": {}, "J&F": {}}
-        for name, (precision, screening) in ways.items():
-            tracker = VideoTracker.from_encoder(encoder, precision=precision)
-            # the previous pipeline: every cosine in float32 (what other devices still run)
-            with mock.patch("pe_dense.tracking.propagation.screening_available", return_value=screening):
-                fps, predictions = _track(tracker, images, truth[0])
-            row["fps"][name] = round(fps, 2)
-            row["J&F"][name] = _j_and_f(truth, predictions)
-        before = row["fps"]["fp32, float32 propagation (before)"]
-        row["speedup_vs_before"] = {n: round(f / before, 2) for n, f in row["fps"].items()}
+        runs = {name: VideoTracker.from_encoder(encoder, precision=precision).track(images, truth[0])
+                for name, (precision, _, _) in ways.items()}
+        seconds = dict.fromkeys(ways, 0.0)
+        predictions = {name: [] for name in ways}
+        for index in range(len(images)):
+            for name, steps in runs.items():
+                with _way(*ways[name][1:]):
+                    start = time.perf_counter()
+                    frame = next(steps)
+                    if index:
+                        seconds[name] += time.perf_counter() - start
+                predictions[name].append(frame.labels)
+        fps = {name: (len(images) - 1) / t for name, t in seconds.items()}
+        before = fps["fp32, float32 propagation (before)"]
+        row = {"model": model, "frame": "480x854", "fps": {n: round(f, 2) for n, f in fps.items()},
+               "J&F": {n: _j_and_f(truth, np.stack(p)) for n, p in predictions.items()},
+               "speedup_vs_before": {n: round(f / before, 2) for n, f in fps.items()}}
         print(row, flush=True)
         rows.append(row)
     return rows

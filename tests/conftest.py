@@ -26,6 +26,12 @@ def _kernels_built() -> bool:
     return kernels_available("cpu")
 
 
+def _bf16_attention_kernel() -> bool:
+    from pe_dense.ops.dot_product_attention import bf16_kernel_available
+
+    return bf16_kernel_available()
+
+
 def _mmseg_stack() -> tuple[bool, str]:
     """mmsegmentation with mmengine and mmcv's compiled ops (mmseg.models needs them)."""
     missing = [m for m in ("mmseg", "mmengine", "mmcv") if not _importable(m)]
@@ -50,6 +56,9 @@ def _official_source(path: str = "apps/detection/detectron2_pe/modeling/backbone
 OPTIONAL_SUITES = {
     "timm": (_importable("timm"), "timm is not installed (pip install -e '.[dev]')"),
     "ops_kernels": (_kernels_built(), "pe_dense._C is not built (pip install --no-build-isolation -e .)"),
+    "cpu_bf16_attention": (_bf16_attention_kernel(),
+                           "pe_dense._C is not built or this CPU has no AVX512-BF16 (the bf16 attention kernel's "
+                           "instructions)"),
     "torch_ms_deform_attn": (_importable("torch_ms_deform_attn"),
                              "torch-ms-deform-attn is not installed (pip install --no-build-isolation -e '.[dev]')"),
     "segment_anything": (_importable("segment_anything"),

@@ -45,7 +45,7 @@ def load_image(path: Union[str, os.PathLike]) -> Image.Image:
 
 def to_pil(image: ImageLike) -> Image.Image:
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        return image if image.mode == "RGB" else image.convert("RGB")  # the caller's image is only read
     if isinstance(image, np.ndarray):
         if image.ndim == 2:
             image = np.stack([image] * 3, axis=-1)
@@ -65,4 +65,4 @@ def preprocess(image: ImageLike, size: Size) -> torch.Tensor:
     height, width = (size, size) if isinstance(size, int) else size
     resized = to_pil(image).resize((width, height), Image.BILINEAR)
     pixels = torch.from_numpy(np.asarray(resized, dtype=np.float32)).permute(2, 0, 1)
-    return (pixels / 255.0 - NORMALIZE_MEAN) / NORMALIZE_STD  # ToTensor then Normalize, in that order
+    return pixels.div_(255.0).sub_(NORMALIZE_MEAN).div_(NORMALIZE_STD)  # ToTensor then Normalize, in that order

@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from ..ops.dot_product_attention import attention
 from .configs import PEVisionConfig
 from .pos_embed import POS_EMBED_MODES, PosEmbedMode, adapt_pos_embed
 from .rope import apply_rope, rope_angles, rope_cos_sin, rope_table
@@ -76,7 +77,7 @@ class SelfAttention(nn.Module):
         # Rotate q and k together straight out of the packed projection: one kernel, no permute copies.
         q, k = apply_rope(qkv[:, :, :2], rope).permute(2, 0, 3, 1, 4)
         v = qkv[:, :, 2].transpose(1, 2)
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = attention(q, k, v)  # bf16 on a CPU: pe_dense's kernel
         return self.out_proj(out.transpose(1, 2).reshape(b, n, c))
 
 

@@ -9,32 +9,14 @@ from typing import Optional
 
 import torch
 
+from . import extension
 from .reference import ms_deform_attn_reference
 from .validation import ShapesLike, as_level_tensors, check_inputs
 
 
 @functools.lru_cache(maxsize=None)
-def _extension():
-    """(module, None) when pe_dense._C imports, else (None, the reason)."""
-    try:
-        from .. import _C
-    except ImportError as e:
-        return None, str(e)
-    return _C, None
-
-
-def kernels_available(device: torch.device | str = "cpu") -> bool:
-    """Whether compiled kernels exist for this device type."""
-    extension, _ = _extension()
-    device_type = torch.device(device).type
-    if extension is None:
-        return False
-    return device_type == "cpu" or (device_type == "cuda" and extension.cuda_built())
-
-
-@functools.lru_cache(maxsize=None)
 def _warn_fallback(device_type: str) -> None:
-    _, reason = _extension()
+    _, reason = extension.load_extension()
     why = (f"pe_dense._C does not import ({reason})" if reason
            else f"pe_dense._C was built without {device_type} kernels")
     warnings.warn(f"{why}: using the pure-PyTorch multi-scale deformable attention, which is slower and needs more "
@@ -90,12 +72,12 @@ def ms_deform_attn(
     shapes = shapes.to(value.device, non_blocking=True)
     starts = starts.to(value.device, non_blocking=True)
     if use_kernel is None:
-        use_kernel = kernels_available(value.device)
+        use_kernel = extension.kernels_available(value.device)
         if not use_kernel:
             _warn_fallback(value.device.type)
-    elif use_kernel and not kernels_available(value.device):
+    elif use_kernel and not extension.kernels_available(value.device):
         raise RuntimeError(f"no compiled deformable attention kernel for {value.device.type}: "
-                           f"{_extension()[1] or 'not built'}")
+                           f"{extension.load_extension()[1] or 'not built'}")
     if not use_kernel:
         return ms_deform_attn_reference(value, shapes, sampling_locations, attention_weights)
     return _MSDeformAttnFunction.apply(value, shapes, starts, sampling_locations, attention_weights)

@@ -310,6 +310,9 @@ def labels_at_pixels(soft: torch.Tensor, patch_size: int, size: tuple[int, int])
     up = F.interpolate(soft[None].float(), scale_factor=patch_size, mode="bilinear", align_corners=False)[0]
     low = up.amin(dim=(1, 2), keepdim=True)
     high = up.amax(dim=(1, 2), keepdim=True)
-    normed = torch.where(high > 0, (up - low) / (high - low).clamp_min(torch.finfo(up.dtype).tiny), up)
-    labels = normed.max(dim=0).indices  # argmax (first of ties, like argmax); ~7x faster across dim 0 on the CPU
+    # (up - low) / (high - low) in place; all-zero channels subtract 0 and divide by 1, staying exactly as they are
+    normalised = high > 0
+    spread = (high - low).clamp_min(torch.finfo(up.dtype).tiny)
+    up.sub_(torch.where(normalised, low, 0)).div_(torch.where(normalised, spread, 1))
+    labels = up.max(dim=0).indices  # argmax (first of ties, like argmax); ~7x faster across dim 0 on the CPU
     return F.interpolate(labels[None, None].float(), size=size, mode="nearest-exact")[0, 0].long()

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from pe_dense.ops import MSDeformAttn, kernels_available, ms_deform_attn, ms_deform_attn_reference
 
 op_module = importlib.import_module("pe_dense.ops.ms_deform_attn")
+extension_module = importlib.import_module("pe_dense.ops.extension")
 kernels = pytest.mark.suite("ops_kernels")
 
 
@@ -160,7 +161,7 @@ def test_matches_the_independent_torch_ms_deform_attn_package():
 
 # ---------------------------------------------------------------- dispatch and fallback
 def test_reference_fallback_warns_once_when_the_extension_is_missing(monkeypatch):
-    monkeypatch.setattr(op_module, "_extension", lambda: (None, "No module named 'pe_dense._C'"))
+    monkeypatch.setattr(extension_module, "load_extension", lambda: (None, "No module named 'pe_dense._C'"))
     op_module._warn_fallback.cache_clear()
     inputs = make_case(dtype=torch.float32)
     with pytest.warns(RuntimeWarning, match=r"No module named.*pure-PyTorch"):
