@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..models.inference import autocast
+from ..models.inference import PRECISIONS, autocast, with_matmul_weights_in
 from ..models.preprocess import preprocess
 from .propagation import LabelPropagator, PropagationConfig, corner_view, labels_at_pixels, one_hot_labels
 
@@ -46,6 +46,9 @@ class VideoTracker:
         """Track with ``encoder.dense_features`` at ``layer`` (the protocol uses the last layer)."""
         encoder.layer_index(layer)  # fail now on a bad layer
         device = next(encoder.parameters()).device
+        dtype = PRECISIONS.get(precision)
+        if device.type == "cpu" and dtype is not None:  # cast the weights once, not on every frame
+            encoder = with_matmul_weights_in(encoder, dtype)
 
         def features(batch: torch.Tensor) -> torch.Tensor:
             with torch.inference_mode(), autocast(device, precision):

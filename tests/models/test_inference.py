@@ -8,7 +8,14 @@ from PIL import Image
 
 from pe_dense.data.samples import sample_image
 from pe_dense.models import PEVisionTransformer, get_config
-from pe_dense.models.inference import PRECISIONS, autocast, check_precision, extract, extract_layers
+from pe_dense.models.inference import (
+    PRECISIONS,
+    autocast,
+    check_precision,
+    extract,
+    extract_layers,
+    with_matmul_weights_in,
+)
 
 
 def test_autocast_runs_each_precision_and_refuses_others():
@@ -65,3 +72,21 @@ def test_check_precision_refuses_what_would_be_slower_than_fp32(monkeypatch):
     check_precision("cpu", "bf16")
     with pytest.raises(ValueError, match="unknown precision"):
         check_precision("cpu", "int8")
+
+
+def test_matmul_weights_cast_once_compute_what_autocast_computes():
+    """The tracker's bf16 copy: under autocast it gives bit-identical features, its matrix-product
+    weights are bf16 and the original encoder is left as it was."""
+    torch.manual_seed(0)
+    encoder = PEVisionTransformer(get_config("PE-Spatial-T16-512").replace(depth=3)).eval()
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    converted = with_matmul_weights_in(encoder, torch.bfloat16)
+    images = torch.randn(1, 3, 64, 96)
+    with torch.inference_mode(), autocast("cpu", "bf16"):
+        assert torch.equal(converted.dense_features(images), encoder.dense_features(images))
+    dtypes = {k: v.dtype for k, v in converted.state_dict().items()}
+    assert dtypes["transformer.resblocks.0.attn.in_proj_weight"] == torch.bfloat16
+    assert dtypes["transformer.resblocks.0.mlp.c_fc.weight"] == torch.bfloat16
+    assert dtypes["conv1.weight"] == torch.bfloat16
+    assert dtypes["transformer.resblocks.0.ln_1.weight"] == dtypes["positional_embedding"] == torch.float32
+    assert all(torch.equal(v, before[k]) and v.dtype == before[k].dtype for k, v in encoder.state_dict().items())

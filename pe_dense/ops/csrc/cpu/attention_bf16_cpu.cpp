@@ -75,9 +75,10 @@ void pack(const Problem& p, int64_t bh) {
   }
 }
 
-// scores[r][n] = q_r . k_n for kScoreRows rows (q: bf16 rows of `dim`) against one K panel.
-PE_BF16_TARGET inline void score_tile(const uint32_t* q, int64_t pairs, const uint32_t* panel, float* scores,
-                                      int64_t score_stride) {
+// scores[r][n] = q_r . k_n for kScoreRows rows (q: bf16 rows of `dim`) against one K panel, of which the
+// first `valid` keys exist; each row's running maximum over existing keys is raised in `maxima`.
+PE_BF16_TARGET inline void score_tile(const uint32_t* q, int64_t pairs, const uint32_t* panel, int64_t valid,
+                                      float* scores, int64_t score_stride, __m512* maxima) {
   __m512 acc[kScoreRows][2];
   for (auto& row : acc) row[0] = row[1] = _mm512_setzero_ps();
   for (int64_t i = 0; i < pairs; ++i) {
@@ -89,20 +90,24 @@ PE_BF16_TARGET inline void score_tile(const uint32_t* q, int64_t pairs, const ui
       acc[r][1] = _mm512_dpbf16_ps(acc[r][1], qr, k1);
     }
   }
+  const auto lanes = [](int64_t n) {
+    return static_cast<__mmask16>(n >= 16 ? 0xFFFF : n <= 0 ? 0 : (1u << n) - 1u);
+  };
+  const __mmask16 low = lanes(valid), high = lanes(valid - 16);
   for (int64_t r = 0; r < kScoreRows; ++r) {
     _mm512_storeu_ps(scores + r * score_stride, acc[r][0]);
     _mm512_storeu_ps(scores + r * score_stride + 16, acc[r][1]);
+    maxima[r] = _mm512_mask_max_ps(maxima[r], low, maxima[r], acc[r][0]);
+    maxima[r] = _mm512_mask_max_ps(maxima[r], high, maxima[r], acc[r][1]);
   }
 }
 
-// exp(x) for x <= 0: 2^x' with x' split into an integer (applied by vscalefps) and a fraction in
-// [-1/2, 1/2] (degree-6 Taylor polynomial, relative error < 2e-7, far below bf16's rounding).
-PE_BF16_TARGET inline __m512 exp_nonpositive(__m512 x) {
-  const __m512 t = _mm512_mul_ps(_mm512_max_ps(x, _mm512_set1_ps(-88.f)), _mm512_set1_ps(1.4426950408889634f));
+// 2^t: t split into an integer (applied by vscalefps, which also flushes very negative t to 0) and a
+// fraction in [-1/2, 1/2] (degree-5 Taylor polynomial, relative error < 3e-6, far below bf16's 4e-3).
+PE_BF16_TARGET inline __m512 exp2(__m512 t) {
   const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const __m512 f = _mm512_sub_ps(t, n);
-  __m512 poly = _mm512_set1_ps(1.5403530393381606e-4f);
-  poly = _mm512_fmadd_ps(poly, f, _mm512_set1_ps(1.3333558146428443e-3f));
+  __m512 poly = _mm512_set1_ps(1.3333558146428443e-3f);
   poly = _mm512_fmadd_ps(poly, f, _mm512_set1_ps(9.6181291076284772e-3f));
   poly = _mm512_fmadd_ps(poly, f, _mm512_set1_ps(5.5504108664821580e-2f));
   poly = _mm512_fmadd_ps(poly, f, _mm512_set1_ps(2.4022650695910071e-1f));
@@ -111,16 +116,13 @@ PE_BF16_TARGET inline __m512 exp_nonpositive(__m512 x) {
   return _mm512_scalef_ps(poly, n);
 }
 
-// Replace a row of `keys` scores by bf16 exp((s - max) * scale) written over its own start, zero up to
-// `padded` keys; returns the sum of the rounded values. Writing over the row is safe: chunk c writes
-// bytes [64c, 64c + 64), which chunk c has already read and earlier chunks no longer need.
-PE_BF16_TARGET inline float softmax_row(float* row, int64_t keys, int64_t padded, float scale) {
-  const int64_t full = keys / 16 * 16;
-  const __mmask16 tail = static_cast<__mmask16>((1u << (keys - full)) - 1u);
-  __m512 top = _mm512_set1_ps(-INFINITY);
-  for (int64_t n = 0; n < full; n += 16) top = _mm512_max_ps(top, _mm512_loadu_ps(row + n));
-  if (tail) top = _mm512_mask_max_ps(top, tail, top, _mm512_maskz_loadu_ps(tail, row + full));
-  const __m512 shift = _mm512_set1_ps(_mm512_reduce_max_ps(top) * scale), factor = _mm512_set1_ps(scale);
+// Replace a row of `keys` scores whose maximum is `top` by bf16 exp((s - top) * scale) written over its
+// own start, zero up to `padded` keys; returns the sum of the rounded values. Writing over the row is
+// safe: chunk c writes bytes [64c, 64c + 64), which chunk c has already read and earlier chunks no
+// longer need.
+PE_BF16_TARGET inline float softmax_row(float* row, int64_t keys, int64_t padded, float top, float scale) {
+  constexpr float kLog2e = 1.4426950408889634f;  // exp(x) = 2^(x log2 e)
+  const __m512 factor = _mm512_set1_ps(scale * kLog2e), shift = _mm512_set1_ps(top * scale * kLog2e);
   auto* out = reinterpret_cast<uint16_t*>(row);
   __m512 sum = _mm512_setzero_ps();
   for (int64_t n = 0; n < padded; n += 32) {
@@ -131,7 +133,7 @@ PE_BF16_TARGET inline float softmax_row(float* row, int64_t keys, int64_t padded
                               : at < keys     ? static_cast<__mmask16>((1u << (keys - at)) - 1u)
                                               : static_cast<__mmask16>(0);
       const __m512 s = _mm512_maskz_loadu_ps(valid, row + at);
-      e[half] = _mm512_maskz_mov_ps(valid, exp_nonpositive(_mm512_fmsub_ps(s, factor, shift)));
+      e[half] = _mm512_maskz_mov_ps(valid, exp2(_mm512_fmsub_ps(s, factor, shift)));
     }
     const __m512bh rounded = _mm512_cvtne2ps_pbh(e[1], e[0]);
     // widen the rounded values back (bf16 is the top half of a float32) to sum exactly what is used
@@ -187,15 +189,18 @@ PE_BF16_TARGET void attend_block(const Problem& p, int64_t task, Scratch& s) {
                 p.dim * sizeof(uint16_t));
   s.scores.resize(kBlock * stride);
   s.sums.resize(kBlock);
+  __m512 maxima[kBlock];  // per row, the lane-wise maximum of its scores
+  for (auto& m : maxima) m = _mm512_set1_ps(-INFINITY);
   const int64_t used_rows = (rows + kScoreRows - 1) / kScoreRows * kScoreRows;
   const uint32_t* k = p.k_packed + bh * words;
   for (int64_t panel = 0; panel < p.padded_keys / kPanel; ++panel)
     for (int64_t r = 0; r < used_rows; r += kScoreRows)
-      score_tile(s.q.data() + r * pairs, pairs, k + panel * pairs * kPanel, s.scores.data() + r * stride + panel * kPanel,
-                 stride);
+      score_tile(s.q.data() + r * pairs, pairs, k + panel * pairs * kPanel, p.keys - panel * kPanel,
+                 s.scores.data() + r * stride + panel * kPanel, stride, maxima + r);
   for (int64_t r = 0; r < kBlock; ++r) {
     if (r < rows) {
-      s.sums[r] = softmax_row(s.scores.data() + r * stride, p.keys, p.padded_keys, p.scale);
+      s.sums[r] = softmax_row(s.scores.data() + r * stride, p.keys, p.padded_keys,
+                              _mm512_reduce_max_ps(maxima[r]), p.scale);
     } else {  // rows past the last query take part in the last value tile: make them zero
       std::memset(s.scores.data() + r * stride, 0, p.padded_keys * sizeof(uint16_t));
       s.sums[r] = 1.f;
