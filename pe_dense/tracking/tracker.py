@@ -43,7 +43,11 @@ class VideoTracker:
 
     @classmethod
     def from_encoder(cls, encoder, *, layer: int = -1, precision: str = "fp32", **kwargs) -> "VideoTracker":
-        """Track with ``encoder.dense_features`` at ``layer`` (the protocol uses the last layer)."""
+        """Track with ``encoder.dense_features`` at ``layer`` (the protocol uses the last layer).
+
+        In bf16 or fp16 on the CPU the tracker keeps its own copy of the encoder with the matrix weights
+        already cast (:func:`~pe_dense.models.inference.with_matmul_weights_in`), about half the
+        encoder's memory, instead of casting them again for every frame."""
         encoder.layer_index(layer)  # fail now on a bad layer
         device = next(encoder.parameters()).device
         dtype = PRECISIONS.get(precision)

@@ -1,8 +1,8 @@
 // softmax(q k^T * scale) v for bf16 inputs on CPUs with AVX512-BF16 (pe_dense.ops.dot_product_attention).
 //
-// torch's CPU attention for bf16 runs no faster than for float32 on CPUs without AMX (it spends its
-// time converting and in small GEMM calls). This kernel does the two products with vdpbf16ps, which
-// multiplies bf16 pairs and accumulates in float32, at twice the float32 FMA rate:
+// torch's CPU attention runs bf16 no faster than float32 on CPUs without AMX (benchmarks/attention.py).
+// This kernel does the two products with vdpbf16ps, which multiplies bf16 pairs and accumulates in
+// float32, at twice the float32 FMA rate:
 //   1. K and V of each (batch, head) are packed once into the pair layouts the instruction reads;
 //   2. each task takes kBlock query rows, computes their scores against every key in float32 (the
 //      rows fit in L2, so no online rescaling is needed), exponentiates them in float32 and rounds
