@@ -20,7 +20,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 
-from pe_dense.ops.dot_product_attention import bf16_kernel_available  # noqa: E402
+from pe_dense.ops.dot_product_attention import bf16_kernel_supported  # noqa: E402
 
 SHAPES = {  # name -> (batch, heads, tokens, head dim)
     "T16 tracking 480x848": (1, 3, 1590, 64),
@@ -63,11 +63,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
-    if not bf16_kernel_available():
+    if not bf16_kernel_supported():
         raise SystemExit("the bf16 attention kernel needs pe_dense._C and a CPU with AVX512-BF16")
     results = {"benchmark": "attention", "environment": harness.environment(torch.device("cpu")),
                "results": run(args.repeats)}
-    print("saved", harness.save("attention_cpu", results))
+    print("saved", harness.save(harness.cpu_results_name("attention_cpu"), results))
 
 
 if __name__ == "__main__":

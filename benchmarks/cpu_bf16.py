@@ -2,12 +2,14 @@
 
 Ways, same weights, same process, interleaved:
   fp32          pe_dense in float32 (the default, exact)
-  bf16          pe_dense under bf16 autocast (what `--precision bf16` runs: attention on pe_dense's kernel)
-  bf16_torch_attention   the same with torch's attention (scaled_dot_product_attention) instead
+  bf16          pe_dense under bf16 autocast (what `--precision bf16` runs: attention on pe_dense's kernel
+                on CPUs without AMX, torch's on CPUs with AMX)
+  bf16_torch_attention   without AMX: the same with torch's attention (scaled_dot_product_attention)
   bf16_weights  a bf16 copy of pe_dense's weights, no autocast (the other way to run bf16)
   timm_bf16     timm's vit_pe_* with the same weights under bf16 autocast (the best available alternative)
 The feature error of each bf16 way against fp32 is measured first (mean relative error per token, the
-smallest cosine between a token's bf16 and fp32 features). Needs a CPU with native bf16.
+smallest cosine between a token's bf16 and fp32 features). Needs a CPU with native bf16; results go to
+cpu_bf16.json, or cpu_bf16_amx.json from a CPU with AMX.
 
     python benchmarks/cpu_bf16.py [--models PE-Spatial-T16-512 PE-Spatial-S16-512] [--repeats 5]
 """
@@ -28,6 +30,7 @@ import harness  # noqa: E402
 
 from pe_dense.models import build_encoder, get_config, official_to_timm  # noqa: E402
 from pe_dense.models.inference import autocast, cpu_supports_bf16  # noqa: E402
+from pe_dense.ops.dot_product_attention import bf16_kernel_preferred  # noqa: E402
 
 SIZE = (480, 848)  # a 480x854 frame with both sides rounded to multiples of 16, as the tracker does
 
@@ -63,12 +66,14 @@ def run(models, repeats: int) -> list[dict]:
                 return tokens.transpose(1, 2).reshape(1, -1, SIZE[0] // 16, SIZE[1] // 16)
 
             def torch_attention():
-                with mock.patch("pe_dense.ops.dot_product_attention.bf16_kernel_available", return_value=False):
+                with mock.patch("pe_dense.ops.dot_product_attention.bf16_kernel_preferred", return_value=False):
                     return dense(ours, images, "bf16")
 
-            return {"fp32": lambda: dense(ours, images, "fp32"), "bf16": lambda: dense(ours, images, "bf16"),
-                    "bf16_torch_attention": torch_attention,
+            runs = {"fp32": lambda: dense(ours, images, "fp32"), "bf16": lambda: dense(ours, images, "bf16"),
                     "bf16_weights": lambda: dense(weights_bf16, images.bfloat16(), "fp32"), "timm_bf16": timm_dense}
+            if bf16_kernel_preferred():  # elsewhere "bf16" already is torch's attention
+                runs["bf16_torch_attention"] = torch_attention
+            return runs
 
         runs = ways()
         reference = runs["fp32"]()
@@ -92,7 +97,7 @@ def main() -> None:
         raise SystemExit("this CPU has no native bf16 (AVX512-BF16 or AMX): nothing to measure")
     results = {"benchmark": "cpu_bf16", "environment": harness.environment(torch.device("cpu")),
                "results": run(args.models, args.repeats)}
-    print("saved", harness.save("cpu_bf16", results))
+    print("saved", harness.save(harness.cpu_results_name("cpu_bf16"), results))
 
 
 if __name__ == "__main__":

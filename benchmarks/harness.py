@@ -32,10 +32,24 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or "cpu"
 
 
+def cpu_bf16_units() -> str:
+    """What multiplies bf16 on this CPU: "amx", "avx512_bf16" or "none". bf16 figures differ several-fold
+    between them, so results that depend on it are kept apart (:func:`cpu_results_name`)."""
+    if torch.cpu._is_amx_tile_supported():
+        return "amx"
+    return "avx512_bf16" if torch.cpu._is_avx512_bf16_supported() else "none"
+
+
+def cpu_results_name(name: str) -> str:
+    """``name``, or ``name_amx`` for bf16 results measured on a CPU with AMX."""
+    return f"{name}_amx" if cpu_bf16_units() == "amx" else name
+
+
 def environment(device: torch.device) -> dict:
     info = {
         "device": device_name(device),
         "device_type": device.type,
+        "cpu_bf16_units": cpu_bf16_units(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "cpu_threads": torch.get_num_threads(),

@@ -11,10 +11,11 @@
 2. Memory flat in video length: peak resident memory of a streamed run over 50 and 500 frames.
 3. End-to-end tracking fps (decode excluded: frames in memory) with PE-Spatial-T16 and -S16 at 480p, on
    the built-in moving-shapes video: fp32 with the float32 propagation (the previous pipeline), fp32 with
-   the screened propagation, and where the CPU has native bf16, bf16 with torch's attention and with
-   pe_dense's bf16 attention kernel; the ways take turns frame by frame; the J&F of each.
+   the screened propagation, and where the CPU has native bf16, bf16 (`--precision bf16`) and, on CPUs
+   without AMX where bf16 attention runs on pe_dense's kernel, bf16 with torch's attention; the ways take
+   turns frame by frame; the J&F of each.
 
-    python benchmarks/tracking.py [--quick]
+    python benchmarks/tracking.py [--quick]   # tracking_cpu.json, or tracking_cpu_amx.json on a CPU with AMX
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ def _way(screening: bool, attention_kernel: bool) -> contextlib.ExitStack:
     if not screening:
         stack.enter_context(mock.patch("pe_dense.tracking.propagation.screening_available", return_value=False))
     if not attention_kernel:
-        stack.enter_context(mock.patch("pe_dense.ops.dot_product_attention.bf16_kernel_available",
+        stack.enter_context(mock.patch("pe_dense.ops.dot_product_attention.bf16_kernel_preferred",
                                        return_value=False))
     return stack
 
@@ -137,13 +138,15 @@ def end_to_end_rows(models, frames):
     from pe_dense.data.moving_shapes import render_moving_shapes
     from pe_dense.models import build_encoder
     from pe_dense.models.inference import cpu_supports_bf16
+    from pe_dense.ops.dot_product_attention import bf16_kernel_preferred
     from pe_dense.tracking import VideoTracker
 
     video, truth = render_moving_shapes(num_frames=frames, size=(480, 854))
     images = [(f"{i:05d}", Image.fromarray(f)) for i, f in enumerate(video)]
     ways = {"fp32, float32 propagation (before)": ("fp32", False, True), "fp32": ("fp32", True, True)}
     if cpu_supports_bf16():
-        ways["bf16, torch attention"] = ("bf16", True, False)
+        if bf16_kernel_preferred():  # with AMX, "bf16" already is torch's attention
+            ways["bf16, torch attention"] = ("bf16", True, False)
         ways["bf16"] = ("bf16", True, True)
     rows = []
     for model in models:
@@ -187,7 +190,7 @@ def main():
     print(results["video_length_peak_extra_MiB"], flush=True)
     results["end_to_end"] = end_to_end_rows(["PE-Spatial-T16-512", "PE-Spatial-S16-512"], 6 if args.quick else 24)
     if not args.quick:
-        print("wrote", harness.save("tracking_cpu", results))
+        print("wrote", harness.save(harness.cpu_results_name("tracking_cpu"), results))
 
 
 if __name__ == "__main__":

@@ -27,9 +27,9 @@ def _kernels_built() -> bool:
 
 
 def _bf16_attention_kernel() -> bool:
-    from pe_dense.ops.dot_product_attention import bf16_kernel_available
+    from pe_dense.ops.dot_product_attention import bf16_kernel_supported
 
-    return bf16_kernel_available()
+    return bf16_kernel_supported()
 
 
 def _mmseg_stack() -> tuple[bool, str]:

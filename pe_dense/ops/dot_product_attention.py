@@ -2,8 +2,9 @@
 
 torch's CPU attention runs bf16 no faster than float32 on CPUs without AMX; ``pe_dense._C``'s
 ``attention_bf16`` multiplies bf16 pairs with AVX512-BF16 instructions and is about 2x faster on such a
-CPU (benchmarks/attention.py), with torch's own bf16 error (docs/encoder.md#bf16-on-the-cpu). It has no
-backward, so it serves inference only.
+CPU (benchmarks/attention.py), with torch's own bf16 error (docs/encoder.md#bf16-on-the-cpu). On a CPU
+with AMX, torch multiplies on the AMX tiles and is about 3x faster than the kernel, so the kernel stands
+aside there. It has no backward, so it serves inference only.
 """
 
 from __future__ import annotations
@@ -19,9 +20,16 @@ KERNEL_HEAD_DIMS = (32, 64, 96, 128)
 
 
 @functools.lru_cache(maxsize=None)
-def bf16_kernel_available() -> bool:
-    """Whether the bf16 attention kernel is built and this CPU has AVX512-BF16."""
+def bf16_kernel_supported() -> bool:
+    """Whether the bf16 attention kernel is built and this CPU has AVX512-BF16, so that it can run."""
     return kernels_available("cpu") and torch.ops.pe_dense.attention_bf16_supported()
+
+
+@functools.lru_cache(maxsize=None)
+def bf16_kernel_preferred() -> bool:
+    """Whether bf16 attention on this CPU goes to the kernel: it runs here and the CPU has no AMX, with
+    which torch's attention is the faster one."""
+    return bf16_kernel_supported() and not torch.cpu._is_amx_tile_supported()
 
 
 def uses_bf16_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
@@ -29,7 +37,7 @@ def uses_bf16_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
     return (q.device.type == "cpu" and q.dtype == k.dtype == v.dtype == torch.bfloat16
             and q.shape[-1] in KERNEL_HEAD_DIMS
             and not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad))
-            and bf16_kernel_available())
+            and bf16_kernel_preferred())
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

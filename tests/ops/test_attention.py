@@ -98,7 +98,8 @@ def test_kernel_refuses_inconsistent_operands(bad, match):
 
 
 @kernel
-def test_attention_uses_the_kernel_only_for_bf16_inference_on_the_cpu():
+def test_attention_uses_the_kernel_only_for_bf16_inference_on_the_cpu(monkeypatch):
+    monkeypatch.setattr(attention_module, "bf16_kernel_preferred", lambda: True)  # also on a CPU with AMX
     q, k, v = _operands((1, 2, 20, 64))
     assert uses_bf16_kernel(q, k, v)
     assert not uses_bf16_kernel(q.float(), k.float(), v.float())
@@ -112,8 +113,18 @@ def test_attention_uses_the_kernel_only_for_bf16_inference_on_the_cpu():
     assert q.grad is not None and math.isfinite(float(q.grad.float().sum()))
 
 
+@pytest.mark.parametrize("kernel_runs,amx,preferred", [(True, False, True), (True, True, False),
+                                                       (False, False, False)])
+def test_kernel_is_preferred_where_it_runs_and_the_cpu_has_no_amx(monkeypatch, kernel_runs, amx, preferred):
+    """With AMX, torch's bf16 attention multiplies on the tiles and is ~3x faster than the kernel
+    (benchmarks/results/attention_cpu_amx.json)."""
+    monkeypatch.setattr(attention_module, "bf16_kernel_supported", lambda: kernel_runs)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert attention_module.bf16_kernel_preferred.__wrapped__() is preferred
+
+
 def test_attention_without_the_kernel_is_torchs(monkeypatch):
-    monkeypatch.setattr(attention_module, "bf16_kernel_available", lambda: False)
+    monkeypatch.setattr(attention_module, "bf16_kernel_preferred", lambda: False)
     q, k, v = _operands((1, 2, 30, 64))
     assert not uses_bf16_kernel(q, k, v)
     assert torch.equal(attention(q, k, v), F.scaled_dot_product_attention(q, k, v))
@@ -131,8 +142,9 @@ def test_encoder_features_under_bf16_autocast_agree_with_torchs_attention(monkey
     with torch.inference_mode():
         fp32 = encoder.dense_features(images)
         with torch.autocast("cpu", dtype=torch.bfloat16):
+            monkeypatch.setattr(attention_module, "bf16_kernel_preferred", lambda: True)
             ours = encoder.dense_features(images).float()
-            monkeypatch.setattr(attention_module, "bf16_kernel_available", lambda: False)
+            monkeypatch.setattr(attention_module, "bf16_kernel_preferred", lambda: False)
             torchs = encoder.dense_features(images).float()
     gap = float((ours - torchs).norm() / fp32.norm())
     assert 0 < gap < 0.5 * float((torchs - fp32).norm() / fp32.norm()) + 0.005
