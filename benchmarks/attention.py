@@ -67,7 +67,7 @@ def main() -> None:
         raise SystemExit("the bf16 attention kernel needs pe_dense._C and a CPU with AVX512-BF16")
     results = {"benchmark": "attention", "environment": harness.environment(torch.device("cpu")),
                "results": run(args.repeats)}
-    print("saved", harness.save(harness.cpu_results_name("attention_cpu"), results))
+    print("saved", harness.save("attention_cpu", results))
 
 
 if __name__ == "__main__":

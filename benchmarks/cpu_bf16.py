@@ -97,7 +97,7 @@ def main() -> None:
         raise SystemExit("this CPU has no native bf16 (AVX512-BF16 or AMX): nothing to measure")
     results = {"benchmark": "cpu_bf16", "environment": harness.environment(torch.device("cpu")),
                "results": run(args.models, args.repeats)}
-    print("saved", harness.save(harness.cpu_results_name("cpu_bf16"), results))
+    print("saved", harness.save("cpu_bf16", results))
 
 
 if __name__ == "__main__":

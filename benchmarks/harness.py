@@ -34,15 +34,10 @@ def device_name(device: torch.device) -> str:
 
 def cpu_bf16_units() -> str:
     """What multiplies bf16 on this CPU: "amx", "avx512_bf16" or "none". bf16 figures differ several-fold
-    between them, so results that depend on it are kept apart (:func:`cpu_results_name`)."""
+    between them, so CPU results are kept apart by it (:func:`save`)."""
     if torch.cpu._is_amx_tile_supported():
         return "amx"
     return "avx512_bf16" if torch.cpu._is_avx512_bf16_supported() else "none"
-
-
-def cpu_results_name(name: str) -> str:
-    """``name``, or ``name_amx`` for bf16 results measured on a CPU with AMX."""
-    return f"{name}_amx" if cpu_bf16_units() == "amx" else name
 
 
 def environment(device: torch.device) -> dict:
@@ -141,6 +136,10 @@ def cpu_peak_extra_bytes(setup: Callable[..., Callable[[], object]], *args) -> i
 
 
 def save(name: str, payload: dict) -> Path:
+    """Write ``payload`` to results/<name>.json, or <name>_amx.json for CPU results measured on a CPU with AMX
+    (the project's machines are AMD EPYC Zen 4 with AVX512-BF16, or Intel Xeon with AMX; each keeps its own)."""
+    if payload.get("environment", {}).get("device_type") == "cpu" and cpu_bf16_units() == "amx":
+        name += "_amx"
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")

@@ -2,12 +2,17 @@
 
 Ways to the same targets (checked equal before timing), each encoding the image once:
   batched    SAMCorrespondenceTeacher as configured by default: up to 64 prompts per decoder call, on
-             the CPU as many as its memory budget allows (2 at 1024 px, 32 at 256 px)
+             the CPU as many as its memory budget allows (4 at 1024 px, 64 at 256 px)
   batched_K  the same teacher with K prompts per call whatever their memory (K = 64 on CPU, 256 on GPU)
   per_point  the same teacher with one prompt per decoder call
   predictor  the library's own predictor called once per point (segment-anything's SamPredictor,
              sam2's SAM2ImagePredictor), its low-resolution logits resized the same way: the loop
              a user would write with the public API
+The teacher's ways are also timed decoding alone (the image encoded once beforehand), where batching
+shows undiluted by the encoder.
+
+On the CPU the process keeps freed memory for reuse, as the alignment trainer does
+(pe_dense.align.allocator); --default-allocator leaves glibc's defaults (results named *_default_allocator).
 
     python benchmarks/sam_teacher.py                 # CPU: SAM ViT-B and SAM 2.1 Hiera-T, random weights
     python benchmarks/sam_teacher.py --sizes 1024    # only the 1024 px cases (sam_teacher_cpu_1024.json)
@@ -29,6 +34,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 
+from pe_dense.align.allocator import reuse_freed_memory  # noqa: E402
 from pe_dense.align.teachers import SAMCorrespondenceTeacher, point_grid  # noqa: E402
 from pe_dense.integrations.sam import build_segmenter  # noqa: E402
 
@@ -86,15 +92,22 @@ def bench_case(family, arch, image_size, points_per_side, batch_sizes, device, r
         times = harness.time_interleaved(fns, device, repeats=repeats, warmup=0)
         encode = harness.time_interleaved({"encode": lambda: segmenter.encode(image[None])}, device, repeats=repeats,
                                           warmup=0)  # the ways above have warmed it up
-        per_call = teachers["batched"].points_per_call(segmenter.encode(image[None]), device)
-    # Targets per image relative to one prompt per decoder call (above 1: faster than the loop).
+        state = segmenter.encode(image[None])
+        decode = harness.time_interleaved({name: (lambda t=t: t.decode(state, TOKEN_GRID))
+                                           for name, t in teachers.items()}, device, repeats=repeats, warmup=0)
+        per_call = teachers["batched"].points_per_call(state, device)
+    # Targets per image relative to one prompt per decoder call (above 1: faster than the loop), and the same
+    # for the teacher's decoding alone, the image encoded once beforehand.
     speedups = {name: round(times["per_point"] / t, 2) for name, t in times.items() if name != "per_point"}
+    decoding = {name: round(decode["per_point"] / t, 2) for name, t in decode.items() if name != "per_point"}
     row = {"family": family, "arch": arch, "image_size": image_size, "points": points_per_side**2,
            "token_grid": list(TOKEN_GRID), "outputs_checked_equal": True, "batched_points_per_call": per_call,
            "seconds": {k: round(v, 4) for k, v in times.items()}, "encode_seconds": round(encode["encode"], 4),
-           "speedup_vs_per_point": speedups}
+           "decode_seconds": {k: round(v, 4) for k, v in decode.items()},
+           "speedup_vs_per_point": speedups, "decoding_speedup_vs_per_point": decoding}
     print(f"{family} {arch} @ {image_size}, {points_per_side**2} points: per point {times['per_point']:.2f} s "
-          f"(encoding {encode['encode']:.2f} s); speed-up over it: {speedups} (batched: {per_call} per call)")
+          f"(encoding {encode['encode']:.2f} s); speed-up over it: {speedups}, decoding alone: {decoding} "
+          f"(batched: {per_call} per call)")
     return row
 
 
@@ -134,8 +147,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 256], help="SAM input sizes to time")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="on the CPU, leave glibc's handling of freed memory as it is")
     args = parser.parse_args()
     device = torch.device(args.device)
+    reused = device.type == "cpu" and not args.default_allocator and reuse_freed_memory()
     # (family, arch, image size, points per side): on the CPU 1024 px is timed with 8 x 8 points (the
     # time per point does not depend on how many there are), 256 px with the full 32 x 32.
     side = 8 if device.type == "cpu" else 32
@@ -145,12 +161,13 @@ def main() -> None:
     started = time.perf_counter()
     rows = [bench_case(*case, batch_sizes, device, args.repeats) for case in cases]
     payload = {"benchmark": "sam_teacher", "environment": harness.environment(device), "weights": "random",
-               "cases": rows}
+               "freed_memory_reused": reused, "cases": rows}
     if device.type == "cuda":
         payload["gpu"] = gpu_figures(device)
     payload["total_seconds"] = round(time.perf_counter() - started, 1)
     sizes = "" if args.sizes == parser.get_default("sizes") else "_" + "_".join(map(str, args.sizes))
-    print("wrote", harness.save(f"sam_teacher_{device.type}{sizes}", payload))
+    name = f"sam_teacher_{device.type}{sizes}" + ("_default_allocator" if args.default_allocator else "")
+    print("wrote", harness.save(name, payload))
 
 
 if __name__ == "__main__":

@@ -190,7 +190,7 @@ def main():
     print(results["video_length_peak_extra_MiB"], flush=True)
     results["end_to_end"] = end_to_end_rows(["PE-Spatial-T16-512", "PE-Spatial-S16-512"], 6 if args.quick else 24)
     if not args.quick:
-        print("wrote", harness.save(harness.cpu_results_name("tracking_cpu"), results))
+        print("wrote", harness.save("tracking_cpu", results))
 
 
 if __name__ == "__main__":

@@ -21,9 +21,9 @@ from ..models.vision_transformer import PEVisionTransformer
 
 # PE-Core-G's best spatial layer per the paper's layer-wise probing: block 41 of 50.
 G_TEACHER_LAYER, G_DEPTH = 41, 50
-# glibc gives freed blocks above its mmap threshold (at most 32 MiB) back to the OS, so a CPU decoder call
-# with bigger temporaries page-faults them in again on every call (it made 8 prompts per call slower than
-# one at 1024 px); half of it keeps them reused.
+# On the CPU a decoder call holds as many prompts as keep their image tokens (4 MiB a prompt at 1024 px)
+# within this; its temporaries then stay below glibc's largest mmap threshold (32 MiB), so freed ones can
+# be reused (pe_dense.align.allocator) instead of faulted in anew.
 CPU_CHUNK_BYTES = 16 * 2**20
 
 
@@ -88,9 +88,9 @@ class SAMCorrespondenceTeacher(nn.Module):
         segmenter: from :func:`pe_dense.integrations.sam.build_segmenter`.
         points_per_side: P (the paper: 32, i.e. 1024 prompts).
         points_per_batch: the most prompts per decoder call; memory grows linearly with it.
-        cpu_chunk_bytes: on the CPU, fewer prompts per call where their largest temporary (the upscaled
-            image features, 8 MiB per prompt at 1024 px) would pass this: 2 prompts at 1024 px and 32
-            at 256 px by default. The targets do not depend on it.
+        cpu_chunk_bytes: on the CPU, fewer prompts per call where their image tokens (4 MiB per prompt at
+            1024 px) would pass this: 4 prompts at 1024 px and 64 at 256 px by default. The targets do
+            not depend on it.
         mask: "single" takes the single-mask output (SAM 2.1 falls back to its best multimask output
             when that mask is unstable); "best" takes the multimask output with the highest predicted IoU.
     """
@@ -123,11 +123,16 @@ class SAMCorrespondenceTeacher(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor, token_grid: tuple[int, int]) -> torch.Tensor:
-        state = self.segmenter.encode(images)
-        points = point_grid(self.points_per_side, self.image_size, device=images.device)
-        per_call = self.points_per_call(state, images.device)
+        return self.decode(self.segmenter.encode(images), token_grid)
+
+    @torch.no_grad()
+    def decode(self, state: dict, token_grid: tuple[int, int]) -> torch.Tensor:
+        """The targets (B, h*w, P²) of images already encoded by ``self.segmenter.encode``."""
+        device = state["tokens"].device
+        points = point_grid(self.points_per_side, self.image_size, device=device)
+        per_call = self.points_per_call(state, device)
         return torch.stack([self._image_targets(state, i, points, token_grid, per_call)
-                            for i in range(images.shape[0])])
+                            for i in range(len(state["tokens"]))])
 
     def points_per_call(self, state: dict, device: torch.device) -> int:
         """``points_per_batch``, on the CPU capped by ``cpu_chunk_bytes`` (at least one)."""

@@ -30,6 +30,7 @@ from ..models.checkpoint import CheckpointError, load_torch_file, save_state_dic
 from ..models.hub import resolve_weights
 from ..models.inference import autocast
 from ..models.vision_transformer import PEVisionTransformer
+from .allocator import reuse_freed_memory
 from .config import AlignConfig
 from .data import EpochStreamSampler, ImageFolder, builtin_image_folder, collate
 from .losses import FeatureDistillation, pairwise_similarity_loss
@@ -161,6 +162,8 @@ class AlignTrainer:
         cfg = self.config.sam
         checkpoint = resolve_weights("SAM", cfg.checkpoint) if cfg.checkpoint is not None else None
         segmenter = build_segmenter(cfg.family, cfg.arch, checkpoint, cfg.image_size, self.device)
+        if self.device.type == "cpu":  # its decoder's temporaries are reused instead of faulted in anew
+            reuse_freed_memory()
         teacher = SAMCorrespondenceTeacher(segmenter, cfg.points_per_side, cfg.points_per_batch, cfg.mask)
         if cfg.cache_dir is not None:
             weights = Path(checkpoint) if checkpoint else None

@@ -144,7 +144,7 @@ def test_batched_decoding_equals_one_point_per_call(family, sam_vit_b, sam2_hier
 def test_cpu_chunk_budget_sets_prompts_per_call_not_the_targets(family, sam_vit_b, sam2_hiera_t, images):
     segmenter = sam_vit_b if family == "segment_anything" else sam2_hiera_t
     state = segmenter.encode(images)
-    point_bytes = 32 * (SIZE // 4) ** 2 * 4  # the upscaled features of one prompt: 32 channels, 32 x 32, float
+    point_bytes = 256 * (SIZE // 16) ** 2 * 4  # the image tokens of one prompt: 256 channels, 8 x 8, float
     assert segmenter.point_bytes(state) == point_bytes
     per_call, targets = {}, {}
     for budget in (1, 3 * point_bytes, 2**30):
@@ -159,9 +159,13 @@ def test_cpu_chunk_budget_sets_prompts_per_call_not_the_targets(family, sam_vit_
 @pytest.mark.suite("sam2")
 @pytest.mark.suite("segment_anything")
 @pytest.mark.parametrize("family", ["segment_anything", "sam2"])
-def test_decoder_equals_the_librarys_mask_decoder_for_every_mask_token(family, sam_vit_b, sam2_hiera_t):
+@pytest.mark.parametrize("band_tokens", [2**20, 1, 3 * 9 * SIZE // 16])  # one band; one token row; 3 rows, last 2
+def test_decoder_equals_the_librarys_mask_decoder_for_every_mask_token(family, band_tokens, sam_vit_b, sam2_hiera_t,
+                                                                        monkeypatch):
+    import pe_dense.integrations.sam.decoder as decoder_module
     from pe_dense.integrations.sam.decoder import decode_points, image_context
 
+    monkeypatch.setattr(decoder_module, "UPSCALE_TOKENS", band_tokens)  # the upscaling's bands of token rows
     segmenter = sam_vit_b if family == "segment_anything" else sam2_hiera_t
     prompt_encoder, decoder = segmenter.prompt_encoder, segmenter.mask_decoder
     generator = torch.Generator().manual_seed(0)

@@ -136,6 +136,17 @@ def test_sam_targets_are_cached_so_later_epochs_skip_sam(image_folder, tmp_path)
     assert len(list(trainer.cache.directory.glob("*.safetensors"))) == 12
 
 
+def test_a_cpu_trainer_with_a_sam_teacher_keeps_freed_memory_for_reuse(image_folder, tmp_path, monkeypatch):
+    """SAM's decoder would otherwise fault its large temporaries in anew on every call (pe_dense.align.allocator)."""
+    import pe_dense.align.trainer as trainer_module
+
+    calls = []
+    monkeypatch.setattr(trainer_module, "reuse_freed_memory", lambda: calls.append("cpu") or True)
+    AlignTrainer(_config(image_folder, tmp_path / "sam", "train.device='cpu'"))
+    AlignTrainer(_config(image_folder, tmp_path / "no_sam", "train.device='cpu'", "sam.family=None"))
+    assert calls == ["cpu"]
+
+
 def test_cli_refuses_bad_configs_and_creates_nothing(tmp_path):
     out = tmp_path / "out"
     result = subprocess.run([sys.executable, str(ROOT / "tools" / "align_net.py"), "--config", str(TINY),

@@ -1,4 +1,4 @@
-"""SAM's mask decoder run for many single-point prompts on one image (docs/alignment.md#sam-locality-alignment).
+"""SAM's mask decoder run for many single-point prompts on one image (docs/alignment.md#sam-teacher-on-the-cpu).
 
 segment-anything's and sam2's decoders share their structure and module names, so one implementation,
 built from their own modules and weights, serves both. It gives what ``MaskDecoder.predict_masks``
@@ -12,13 +12,20 @@ gives, up to float rounding, with less work per prompt:
   so with H = 8 heads, moving the image-side projection onto the prompt tokens instead
   ((W q)·x rather than q·(W x)) leaves products over H*T = 56 or 64 columns: about half the work.
 - The upscaling stays channels-last, which the tokens already are, so its LayerNorm2d is a layer norm
-  over the last dimension.
+  over the last dimension. Its two transposed convolutions (2 x 2, stride 2) give every token its own
+  4 x 4 output pixels, so it runs over bands of token rows: the upscaled features (8 KiB per token and
+  prompt at 1024 px, the largest temporaries) never exist whole.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+# Tokens (of all prompts together) per band of the upscaling in :func:`_masks`: its temporaries stay a few
+# MiB, which glibc keeps reusing, where whole upscaled maps (8 MiB per prompt at 1024 px) went back to the
+# OS when freed and were faulted in again, page by page, on every call.
+UPSCALE_TOKENS = 2048
 
 
 def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -42,11 +49,9 @@ def image_context(prompt_encoder, decoder, embeddings: torch.Tensor, high_res=()
             "high_res": [f.contiguous(memory_format=torch.channels_last) for f in high_res]}
 
 
-def upscaled_bytes(context: dict) -> int:
-    """Bytes of the largest tensor one prompt adds to a decoder call: its upscaled image features
-    (C/8, 4h, 4w), from which the low-resolution mask logits come."""
-    channels, (h, w) = context["tokens"].shape[-1] // 8, context["size"]
-    return channels * 16 * h * w * context["tokens"].element_size()
+def prompt_bytes(context: dict) -> int:
+    """Bytes of the largest tensors one prompt adds to a decoder call: its own image tokens (N, C)."""
+    return context["tokens"][0].numel() * context["tokens"].element_size()
 
 
 def decode_points(prompt_encoder, decoder, context: dict, index: int, points: torch.Tensor):
@@ -62,11 +67,9 @@ def decode_points(prompt_encoder, decoder, context: dict, index: int, points: to
     image = _one_image(context, index)
 
     queries, keys = _two_way_transformer(decoder.transformer, tokens, image)
-    upscaled = _upscale(decoder, keys, image).flatten(2)  # (K, C/8, 16hw), channels-last
     mask_tokens = queries[:, first + 1: first + 1 + decoder.num_mask_tokens]
     hyper = torch.stack([mlp(mask_tokens[:, i]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], 1)
-    masks = (hyper @ upscaled).unflatten(2, (4 * image["size"][0], 4 * image["size"][1]))
-    return masks, decoder.iou_prediction_head(queries[:, first])
+    return _masks(decoder, keys, hyper, image), decoder.iou_prediction_head(queries[:, first])
 
 
 def _one_image(context: dict, index: int) -> dict:
@@ -161,16 +164,26 @@ def _image_to_tokens(attn, k, v, image=None, image_q=None):
     return torch.baddbmm(attn.out_proj.bias, probs.transpose(1, 2), values)
 
 
-def _upscale(decoder, keys: torch.Tensor, image: dict) -> torch.Tensor:
-    """``decoder.output_upscaling`` of the image tokens (K, N, C), with sam2's high-resolution features
-    added as its decoder adds them; every tensor stays channels-last."""
+def _masks(decoder, keys: torch.Tensor, hyper: torch.Tensor, image: dict) -> torch.Tensor:
+    """Mask logits (K, M, 4h, 4w): ``hyper`` (K, M, C/8) times ``decoder.output_upscaling`` of the image
+    tokens ``keys`` (K, N, C), with sam2's high-resolution features added as its decoder adds them.
+
+    Band by band of token rows (UPSCALE_TOKENS tokens of all prompts together), every tensor channels-last."""
     dc1, ln1, act1, dc2, act2 = decoder.output_upscaling
     high_res = image["high_res"]
-    x = dc1(keys.unflatten(1, image["size"]).permute(0, 3, 1, 2))  # (transpose-unflatten loses channels-last at K=1)
-    if high_res:
-        x = x + high_res[1]
-    x = act1(F.layer_norm(x.permute(0, 2, 3, 1), ln1.weight.shape, ln1.weight, ln1.bias, ln1.eps))
-    x = dc2(x.permute(0, 3, 1, 2))
-    if high_res:
-        x = x + high_res[0]
-    return act2(x)
+    (h, w), prompts = image["size"], keys.shape[0]
+    grid = keys.unflatten(1, (h, w))
+    masks = keys.new_empty(prompts, hyper.shape[1], 4 * h, 4 * w)
+    rows = max(1, UPSCALE_TOKENS // (prompts * w))
+    for top in range(0, h, rows):
+        bottom = min(top + rows, h)
+        x = dc1(grid[:, top:bottom].permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last))
+        if high_res:
+            x = x + high_res[1][..., 2 * top: 2 * bottom, :]
+        x = act1(F.layer_norm(x.permute(0, 2, 3, 1), ln1.weight.shape, ln1.weight, ln1.bias, ln1.eps))
+        x = dc2(x.permute(0, 3, 1, 2))
+        if high_res:
+            x = x + high_res[0][..., 4 * top: 4 * bottom, :]
+        pixels = act2(x).permute(0, 2, 3, 1).flatten(1, 2)  # (K, pixels, C/8), a view of channels-last memory
+        masks[..., 4 * top: 4 * bottom, :] = (hyper @ pixels.transpose(1, 2)).unflatten(2, (-1, 4 * w))
+    return masks

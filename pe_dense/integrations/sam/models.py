@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ...models.checkpoint import CheckpointError, compare, read_checkpoint
-from .decoder import decode_points, image_context, select_masks, upscaled_bytes
+from .decoder import decode_points, image_context, prompt_bytes, select_masks
 
 # (embed dim, depth, heads, global attention blocks) as segment-anything's build_sam.py
 SAM_ARCHS = {
@@ -56,7 +56,7 @@ class PromptableSegmenter(torch.nn.Module):
 
     def point_bytes(self, state: dict) -> int:
         """Bytes of the largest tensor that each prompt adds to a decoder call."""
-        return upscaled_bytes(state)
+        return prompt_bytes(state)
 
     def _resize(self, images: torch.Tensor) -> torch.Tensor:
         if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
