@@ -11,8 +11,8 @@ freed blocks in the heap for reuse (docs/alignment.md#sam-teacher-on-the-cpu).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
+import platform
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (glibc's malloc.h)
 MMAP_THRESHOLD = 256 * 2**20  # blocks below this come from the heap and are reused when freed
@@ -25,11 +25,7 @@ def reuse_freed_memory() -> bool:
     memory at the top of its heap, instead of returning them to the OS. It holds for the whole process,
     whose resident memory then stays near its peak; meant for training processes. Returns whether it
     applied (False where the C library is not glibc)."""
-    name = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
-    except (OSError, AttributeError):
-        mallopt = None
-    if mallopt is None:
+    if platform.libc_ver()[0] != "glibc":
         return False
+    mallopt = ctypes.CDLL(None).mallopt  # the process's own C library
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
