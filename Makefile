@@ -29,7 +29,8 @@ FORCE_CUDA ?= $(if $(shell command -v nvcc 2>/dev/null),1,0)
 CUDA_HOME ?= $(wildcard /usr/local/cuda)
 TORCH_CUDA_ARCH_LIST ?= 8.0;9.0
 
-.PHONY: install mmcv-wheel lint demo features-demo tracking-demo detection-demo seg-demo depth-demo align-demo test clean
+.PHONY: install mmcv-wheel lint demo features-demo tracking-demo detection-demo seg-demo depth-demo align-demo test \
+	test-slow clean
 
 $(STAMP): setup.py pyproject.toml $(CSRC)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -88,8 +89,15 @@ align-demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# The tests that check behaviour and equivalence, on two workers (pytest-xdist, one torch thread each; 1.4x
+# faster than one process on 2 cores), with the slowest tests' durations; docs/testing.md has the tiers.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadfile --durations=20
+
+# The slow tier: learning runs of minutes that reach a score from random weights, the demo's stages end to end.
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest tests -m slow --durations=0
 
 clean:
 	rm -rf $(VENV) build outputs pe_dense/_C*.so

@@ -74,8 +74,8 @@ setup(
         # shapely: detectron2 needs it to crop polygon masks (large-scale jitter) but does not declare it
         # sam2 compiles against the installed torch (--no-build-isolation); SAM2_BUILD_CUDA=0 skips its
         # optional CUDA post-processing kernel, which alignment does not use
-        "dev": ["pytest", "hypothesis", "ruff==0.17.6", "timm>=1.0.16", "segment-anything", "sam2", "tensorboard",
-                "nbclient", "nbformat", "ipykernel", "shapely", "onnx", "onnxscript", "onnxruntime"],
+        "dev": ["pytest", "pytest-xdist", "hypothesis", "ruff==0.17.6", "timm>=1.0.16", "segment-anything", "sam2",
+                "tensorboard", "nbclient", "nbformat", "ipykernel", "shapely", "onnx", "onnxscript", "onnxruntime"],
         # needs --no-build-isolation (it compiles against the installed torch)
         "bench": ["torch-ms-deform-attn==0.1.1"],
         "detectron2": [f"detectron2 @ git+https://github.com/facebookresearch/detectron2.git@{DETECTRON2_COMMIT}",

@@ -2,18 +2,25 @@
 
 A test marked ``@pytest.mark.suite("name")`` belongs to an optional suite. When the suite's
 requirement is missing its tests are skipped with the reason, and the closing summary says so
-loudly: a skip is never silent.
+loudly: a skip is never silent. Tests marked ``slow`` (the slow tier, ``make test-slow``) are left out
+of ``make test``, and the summary counts them as not run.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import random
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 
 def _importable(module: str) -> bool:
@@ -30,6 +37,12 @@ def _bf16_attention_kernel() -> bool:
     from pe_dense.ops.dot_product_attention import bf16_kernel_supported
 
     return bf16_kernel_supported()
+
+
+def _int8_screening() -> bool:
+    from pe_dense.tracking.propagation import screening_available
+
+    return screening_available(torch.zeros(1))
 
 
 def _mmseg_stack() -> tuple[bool, str]:
@@ -59,6 +72,9 @@ OPTIONAL_SUITES = {
     "cpu_bf16_attention": (_bf16_attention_kernel(),
                            "pe_dense._C is not built or this CPU has no AVX512-BF16 (the bf16 attention kernel's "
                            "instructions)"),
+    "int8_screening": (_int8_screening(),
+                       "pe_dense._C is not built or this CPU's int8 products are not exact (no VNNI or AMX-INT8): "
+                       "label propagation runs its float32 tiles here"),
     "torch_ms_deform_attn": (_importable("torch_ms_deform_attn"),
                              "torch-ms-deform-attn is not installed (pip install --no-build-isolation -e '.[dev]')"),
     "segment_anything": (_importable("segment_anything"),
@@ -83,6 +99,7 @@ OPTIONAL_SUITES = {
 REQUIRED_IN_CI = ("mmseg", "export")
 
 _outcomes: dict[str, Counter] = {name: Counter() for name in OPTIONAL_SUITES}
+_slow_tier = Counter()  # "deselected", or the outcomes of the slow tests that ran
 
 
 def pytest_collection_modifyitems(config, items):
@@ -99,10 +116,27 @@ def pytest_collection_modifyitems(config, items):
                 break
 
 
+def pytest_deselected(items):
+    _slow_tier["deselected"] += sum(item.get_closest_marker("slow") is not None for item in items)
+
+
+def pytest_sessionfinish(session):
+    if hasattr(session.config, "workeroutput"):  # a pytest-xdist worker: its collection is the controller's count
+        session.config.workeroutput["slow_deselected"] = _slow_tier["deselected"]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """pytest-xdist's controller collects nothing itself: every worker collected the whole suite."""
+    _slow_tier["deselected"] = getattr(node, "workeroutput", {}).get("slow_deselected", _slow_tier["deselected"])
+
+
 def pytest_runtest_logreport(report):
     if report.when == "call" or report.outcome == "skipped":
         for suite in getattr(report, "suites", ()):
             _outcomes[suite][report.outcome] += 1
+        if "slow" in report.keywords:
+            _slow_tier[report.outcome] += 1
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -126,10 +160,24 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(f"RAN      {name}: {summary}")
         else:
             terminalreporter.write_line(f"NOT RUN  {name}: available, but no test of it was selected")
+    ran = {k: n for k, n in _slow_tier.items() if k != "deselected"}
+    if ran:
+        terminalreporter.write_line(f"RAN      slow tier: {', '.join(f'{n} {k}' for k, n in sorted(ran.items()))}")
+    if _slow_tier["deselected"]:
+        terminalreporter.write_line(f"NOT RUN  slow tier: {_slow_tier['deselected']} tests of minutes each "
+                                    "(make test-slow runs them)")
     from pe_dense.ops import kernels_available
 
     compiled = "compiled" if kernels_available("cuda") else "NOT compiled (build with FORCE_CUDA=1)"
     terminalreporter.write_line(f"INFO     pe_dense._C CUDA kernels: {compiled}")
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same random state, whatever ran before it (or on another worker)."""
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
 
 
 def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -151,6 +199,157 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
                 fan_in = p[0].numel() if name != "proj" else p.shape[0]
                 p.copy_(noise / fan_in**0.5)
     return model
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _generated_datasets(tmp_path_factory):
+    """The built-in datasets that commands and configs generate on first use go to this session's folder,
+    never to a checkout's datasets/."""
+    root = str(tmp_path_factory.mktemp("generated_datasets"))
+    saved = {name: os.environ.get(name) for name in ("PE_DENSE_DATASETS", "DETECTRON2_DATASETS")}
+    os.environ.update(PE_DENSE_DATASETS=root, DETECTRON2_DATASETS=root)
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name)
+        else:
+            os.environ[name] = value
+
+
+# mmsegmentation: the dataloaders of every config, and small splits of the built-in datasets
+MMSEG_LOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
+SCENES_IMAGES = {"training": 16, "validation": 8}
+DEPTH_SCENES_IMAGES = {"train": 16, "test": 8}
+
+
+def mmseg_data_options(root, images: dict = None, serial: bool = True) -> dict:
+    """Config overrides: every dataloader reads ``root`` (with ``images``, the first training and evaluation
+    images of a built-in dataset's splits), in the main process when ``serial``."""
+    options = {f"{loader}.dataset.data_root": str(root) for loader in MMSEG_LOADERS}
+    if images is not None:
+        train, evaluation = images.values()
+        options.update({f"{loader}.dataset.num_images": count
+                        for loader, count in zip(MMSEG_LOADERS, (train, evaluation, evaluation))})
+    if serial:
+        options.update({f"{loader}.{key}": value for loader in MMSEG_LOADERS
+                        for key, value in (("num_workers", 0), ("persistent_workers", False))})
+    return options
+
+
+def cfg_options(options: dict) -> list[str]:
+    """``options`` as tools/train_seg.py's --cfg-options arguments."""
+    return [f"{key}={value}" for key, value in options.items()]
+
+
+@pytest.fixture(scope="session")
+def scenes_root(tmp_path_factory):
+    """Small splits of the built-in scenes (SCENES_IMAGES)."""
+    from pe_dense.data.scenes import ensure_scenes
+
+    root = tmp_path_factory.mktemp("datasets") / "pe_scenes"
+    for split, count in SCENES_IMAGES.items():
+        ensure_scenes(root, splits=(split,), num_images=count)
+    return root
+
+
+@pytest.fixture(scope="session")
+def depth_scenes_root(tmp_path_factory):
+    """Small splits of the built-in depth scenes (DEPTH_SCENES_IMAGES)."""
+    from pe_dense.data.depth_scenes import ensure_depth_scenes
+
+    root = tmp_path_factory.mktemp("datasets") / "pe_depth_scenes"
+    for split, count in DEPTH_SCENES_IMAGES.items():
+        ensure_depth_scenes(root, splits=(split,), num_images=count)
+    return root
+
+
+def overfit_one_batch(cfg, steps: int) -> tuple[np.ndarray, list[str]]:
+    """Train the model of the mmseg config ``cfg`` ``steps`` times on its first training batch, with the config's
+    optimizer: (the loss before each step, the trainable parameters the first step gave no gradient). The fast
+    stand-in of a learning run: with the data fixed, the loss falls steadily where gradients and optimizer are
+    right, and not by chance."""
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import Runner
+    from mmseg.registry import MODELS
+
+    init_default_scope("mmseg")
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    model.train()
+    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    batch = next(iter(Runner.build_dataloader(cfg.train_dataloader)))
+    losses, silent = [], None
+    for _ in range(steps):
+        loss, _ = model.parse_losses(model(**model.data_preprocessor(batch, True), mode="loss"))
+        optim_wrapper.backward(loss)
+        if silent is None:
+            silent = [name for name, p in model.named_parameters()
+                      if p.requires_grad and (p.grad is None or not p.grad.any())]
+        optim_wrapper.step()
+        optim_wrapper.zero_grad()
+        losses.append(float(loss))
+    return np.array(losses), silent
+
+
+def assert_loss_falls(losses: np.ndarray, what: str, below: float = 0.8) -> None:
+    """The mean of the last three losses is under ``below`` times that of the first three; the figure is
+    printed (pytest -s) for the margins recorded in docs/testing.md."""
+    ratio = losses[-3:].mean() / losses[:3].mean()
+    print(f"{what}: loss {losses[0]:.3f} -> {losses[-1]:.3f}, last three / first three {ratio:.2f}")
+    assert ratio < below, losses
+
+
+def overfit_detector(cfg, steps: int) -> tuple[np.ndarray, list[str]]:
+    """As :func:`overfit_one_batch`, for the detectron2 LazyConfig ``cfg``: its model, optimizer and first
+    training batch; the parameters given no gradient are those that none of the steps reached (zero-initialised
+    output layers, as DETR's box heads, pass gradients on from the second step)."""
+    from detectron2.config import instantiate
+    from detectron2.utils.events import EventStorage
+
+    model = instantiate(cfg.model).train()
+    cfg.optimizer.params.model = model
+    optimizer = instantiate(cfg.optimizer)
+    batch = next(iter(instantiate(cfg.dataloader.train)))
+    losses, silent = [], {name for name, p in model.named_parameters() if p.requires_grad}
+    for step in range(steps):
+        with EventStorage(step):  # where detectron2's models log
+            loss = sum(model(batch).values())
+        loss.backward()
+        silent -= {name for name, p in model.named_parameters() if p.grad is not None and p.grad.any()}
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(float(loss))
+    return np.array(losses), sorted(silent)
+
+
+def load_tool(name: str):
+    """A script of tools/ as a module (its main(argv) runs in the test's process)."""
+    spec = importlib.util.spec_from_file_location(f"tools_{name}", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def train_seg():
+    """tools/train_seg.py's main(argv)."""
+    return load_tool("train_seg").main
+
+
+@pytest.fixture(scope="session")
+def trained_segmenter(scenes_root, tmp_path_factory):
+    """The linear probe on the small scenes after two iterations: its checkpoint."""
+    from mmengine.runner import Runner
+
+    from pe_dense.integrations.mmseg.training import load_config
+
+    work = tmp_path_factory.mktemp("linear_scenes")
+    cfg = load_config(str(ROOT / "configs/segmentation/scenes/linear_PEspatial_T_scenes.py"), work_dir=str(work),
+                      cfg_options={**mmseg_data_options(scenes_root, SCENES_IMAGES), "train_cfg.max_iters": 2,
+                                   "train_cfg.val_interval": 100, "default_hooks.checkpoint.interval": 2})
+    Runner.from_cfg(cfg).train()
+    return work / "iter_2.pth"
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ reason and how to fix it, a failure makes the exit status non-zero without stopp
 summary table reports each stage's headline figure."""
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +70,30 @@ def test_detection_is_skipped_with_how_to_install_detectron2_when_pip_cannot_rea
     assert any(arg.startswith("detectron2 @ git+https://github.com/facebookresearch/detectron2.git") for arg in command)
 
 
+def test_the_features_and_tracking_stages_type_their_commands_and_report_what_they_made(demo, tmp_path,
+                                                                                         monkeypatch, capsys):
+    """The stages' own code, with each command replaced by what it writes (the commands have their own tests;
+    the slow tier runs the stages as `make demo` does)."""
+    typed = []
+
+    def outputs_of(ctx, shown, program, args):
+        command = f"{shown} {args[0]}"
+        typed.append(command)
+        out = Path(args[args.index("--out") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        if command == "pe-dense features":
+            (out / "features.json").write_text(json.dumps({"images": [{"shape": [192, 32, 32]}] * 3}))
+        if shown.endswith("eval_davis.py"):
+            (out / "global_results-val.csv").write_text("J&F-Mean,J-Mean,F-Mean\n0.75,0.7,0.8\n")
+
+    monkeypatch.setattr(demo.Context, "run", outputs_of)
+    assert demo.main(["--stages", "features,tracking", "--out", str(tmp_path)]) == 0
+    assert typed == ["pe-dense features", "pe-dense viz", "pe-dense track", "python tools/eval_davis.py --davis"]
+    table = capsys.readouterr().out.split("=" * 100)[-1]
+    assert "3 images, 192 x 32 x 32 features each" in table and "J&F 0.750 (J 0.700, F 0.800)" in table
+
+
+@pytest.mark.slow
 def test_the_features_and_tracking_stages_end_to_end(demo, tmp_path, capsys):
     assert demo.main(["--stages", "features,tracking", "--out", str(tmp_path)]) == 0
     table = capsys.readouterr().out.split("=" * 100)[-1]

@@ -33,19 +33,20 @@ def _load(path, format):
 @pytest.mark.parametrize("format", ["onnx", "exported-program"])
 @pytest.mark.parametrize("name", ["PE-Spatial-T16-512", "PE-Spatial-S16-512", "PE-Core-T16-384"])
 def test_export_equals_pytorch_at_native_and_off_native_sizes(tmp_path, name, format):
-    encoder = randomize_(build_encoder(name), seed=1)
+    # four of the twelve blocks: tracing and exporting take time in proportion to the blocks, all alike
+    encoder = randomize_(build_encoder(get_config(name).replace(depth=4)), seed=1)
     pooled = encoder.attn_pool is not None
     out = tmp_path / f"encoder{SUFFIX[format]}"
-    manifest = export_encoder(encoder, out, format=format, size=OFF_NATIVE, layers=(-1, 5), pooled=pooled,
+    manifest = export_encoder(encoder, out, format=format, size=OFF_NATIVE, layers=(-1, 1), pooled=pooled,
                               dynamic=True)
-    assert [o["name"] for o in manifest["outputs"]] == ["layer_11", "layer_5"] + ["embedding"] * pooled
+    assert [o["name"] for o in manifest["outputs"]] == ["layer_3", "layer_1"] + ["embedding"] * pooled
     assert manifest["check"]["max_abs_diff"] < 1e-4
     run = _load(out, format)
     native = get_config(name).image_size
     for batch, size in [(1, (native, native)), (2, OFF_NATIVE)]:
         images = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(size[1]))
         with torch.no_grad():
-            expected = encoder.dense_features_at(images, (-1, 5)) + ([encoder(images)] if pooled else [])
+            expected = encoder.dense_features_at(images, (-1, 1)) + ([encoder(images)] if pooled else [])
             got = run(images)
         assert len(got) == len(expected)
         for g, e in zip(got, expected):

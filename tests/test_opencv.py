@@ -30,6 +30,6 @@ def test_cv2_works_headless():
     code = ("import cv2, numpy as np; a = np.arange(48, dtype=np.uint8).reshape(4, 4, 3); "
             "ok, png = cv2.imencode('.png', a); assert ok; "
             "assert (cv2.imdecode(png, cv2.IMREAD_UNCHANGED) == a).all(); print(cv2.__version__)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     assert np.all([part.isdigit() for part in result.stdout.strip().split(".")[:2]])

@@ -58,8 +58,7 @@ def write_evaluation(work_dir: str, metrics: dict) -> None:
     print(f"evaluation: {summary} (written to {work_dir}/evaluation.json)")
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def run(args) -> None:
     cfg = load_config(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options, amp=args.amp,
                       resume=args.resume, launcher=args.launcher, checkpoint=args.test)
     check_datasets(cfg, ["test_dataloader"] if args.test else ["train_dataloader", "val_dataloader"])
@@ -72,14 +71,19 @@ def main(argv=None) -> int:
         metrics = {k[len("val/"):]: v.current() for k, v in scalars.items() if k.startswith("val/")}
     if metrics and runner.rank == 0:
         write_evaluation(cfg.work_dir, metrics)
-    return 0
 
 
-if __name__ == "__main__":
+def main(argv=None) -> int:
+    args = parse_args(argv)
     try:
-        sys.exit(main())
+        run(args)
     except (FileNotFoundError, CheckpointError, SegmentationDataError) as e:
         # A data error raised in a dataloader worker arrives with the worker's traceback: keep its message.
         message = str(e).strip().splitlines()[-1]
         print(f"train_seg: error: {message.split(f'{type(e).__name__}: ', 1)[-1]}", file=sys.stderr)
-        sys.exit(2)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

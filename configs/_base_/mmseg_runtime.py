@@ -11,6 +11,7 @@ log_processor = dict(by_epoch=False)
 log_level = "INFO"
 load_from = None
 resume = False
+randomness = dict(seed=0)  # reproducible runs (data order, augmentation, head initialisation)
 
 val_cfg = dict(type="ValLoop")
 test_cfg = dict(type="TestLoop")

@@ -68,13 +68,18 @@ class ImageFolderDataset:
         root = Path(root)
         for folder in ("images", "annotations"):
             (root / folder / split).mkdir(parents=True, exist_ok=True)
-        for index in range(settings["num_images"]):
+        names = [f"scene_{index:06d}" for index in range(settings["num_images"])]
+        for index, name in enumerate(names):
             pixels, annotation = self.render(index, settings["seed"], settings["size"])
-            name = f"scene_{index:06d}"
             with atomic_output(root / "images" / split / f"{name}.jpg") as tmp:
                 Image.fromarray(pixels).save(tmp, quality=95)
             with atomic_output(root / "annotations" / split / f"{name}.png") as tmp:
                 Image.fromarray(annotation).save(tmp)  # uint16 arrays make 16-bit PNGs
+        kept = set(names)
+        for folder in ("images", "annotations"):  # images of an earlier, larger split are not this one's
+            for stale in (root / folder / split).glob("scene_*"):
+                if stale.stem not in kept:
+                    stale.unlink()
         manifest = self.read_manifest(root)
         manifest["splits"][split] = settings
         with atomic_output(root / self.manifest) as tmp:
@@ -93,9 +98,14 @@ class ImageFolderDataset:
 
     def ensure(self, root: Union[str, os.PathLike], splits=None, **kwargs) -> Path:
         """``root`` with the given splits (default: all known) present, generating each one that is
-        absent or was made with other settings (``kwargs`` as :meth:`write_split`)."""
+        absent or was made with other settings (``kwargs`` as :meth:`write_split`). Image i is a function
+        of (i, seed, size) alone, so a split with the same seed and size and more images holds the one asked
+        for as its first images, and is kept."""
         for split in self.splits if splits is None else splits:
-            if self.read_manifest(root)["splits"].get(split) != self.settings(split, **kwargs):
+            wanted = self.settings(split, **kwargs)
+            present = self.read_manifest(root)["splits"].get(split)
+            if not present or present["num_images"] < wanted["num_images"] or any(
+                    present[key] != wanted[key] for key in ("seed", "size")):
                 self.write_split(root, split, **kwargs)
         return Path(root)
 

@@ -10,7 +10,14 @@ from typing import Optional
 
 from ..models import PEVisionConfig
 from .published import model_size
-from .tasks import PROTOCOL_BATCH, SMOKE_CHECKPOINT_INTERVAL, SMOKE_ITERATIONS, SMOKE_VAL_IMAGES, Task
+from .tasks import (
+    PROTOCOL_BATCH,
+    SMOKE_CHECKPOINT_INTERVAL,
+    SMOKE_ITERATIONS,
+    SMOKE_TRAIN_IMAGES,
+    SMOKE_VAL_IMAGES,
+    Task,
+)
 
 LOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
 
@@ -43,7 +50,8 @@ def overrides(task: Task, config: PEVisionConfig, weights: Path, layers: tuple[i
         options.update({"train_cfg.max_iters": SMOKE_ITERATIONS,
                         "default_hooks.checkpoint.interval": SMOKE_CHECKPOINT_INTERVAL,
                         "default_hooks.logger.interval": SMOKE_CHECKPOINT_INTERVAL,
-                        "val_dataloader.dataset.indices": SMOKE_VAL_IMAGES,
+                        "train_dataloader.dataset.num_images": SMOKE_TRAIN_IMAGES,
+                        "val_dataloader.dataset.num_images": SMOKE_VAL_IMAGES,
                         # loading in the main process: worker processes cost more than they save here
                         **{f"{loader}.{key}": value for loader in LOADERS[:2]
                            for key, value in (("num_workers", 0), ("persistent_workers", False))}})

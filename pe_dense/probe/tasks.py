@@ -16,11 +16,12 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # give 2 per GPU for 8 GPUs, the probe splits it over however many processes run.
 PROTOCOL_BATCH = 16
 
-# --smoke: a few iterations on the built-in data, scored on part of its validation split, with a checkpoint
-# halfway, so that an interrupted smoke run resumes mid-task as a real one does; the moving-shapes video is
-# tracked at its own size (240 x 320) instead of the protocol's 480 px short side.
+# --smoke: a few iterations on the first images of the built-in data (generated in seconds where absent), with
+# a checkpoint halfway, so that an interrupted smoke run resumes mid-task as a real one does; the moving-shapes
+# video is tracked at its own size (240 x 320) instead of the protocol's 480 px short side.
 SMOKE_ITERATIONS = 10
 SMOKE_CHECKPOINT_INTERVAL = 5
+SMOKE_TRAIN_IMAGES = 32
 SMOKE_VAL_IMAGES = 16
 SMOKE_SHORT_SIDE = 240
 

@@ -19,6 +19,7 @@ with a proven error bound; the kept sources and their weights are still the exac
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -107,8 +108,21 @@ def screening_step(features: torch.Tensor) -> float:
 
 
 def screening_available(features: torch.Tensor) -> bool:
-    """Whether the int8 screening path runs for features on this device (the CPU, kernels built)."""
-    return features.device.type == "cpu" and kernels_available("cpu")
+    """Whether the int8 screening path runs for features on this device: the CPU, with pe_dense's kernels built
+    and exact int8 products."""
+    return features.device.type == "cpu" and kernels_available("cpu") and int8_products_exact()
+
+
+@functools.lru_cache(maxsize=None)
+def int8_products_exact() -> bool:
+    """Whether ``torch._int_mm`` sums int8 products exactly on this CPU, as the screening bound assumes.
+    oneDNN does with VNNI or AMX-INT8 instructions; without them (AVX2-only CPUs, AVX-512 before VNNI) it
+    sums pairs of products in saturating 16-bit lanes and is off by thousands where codes are large, and
+    propagation keeps the float32 tiles (also the faster way on those CPUs)."""
+    generator = torch.Generator().manual_seed(0)
+    codes = torch.randint(-127, 128, (64, 64), generator=generator, dtype=torch.int8)
+    codes[:2] = torch.tensor([[127], [-127]], dtype=torch.int8)  # the largest pair sums, of both signs
+    return torch.equal(torch._int_mm(codes, codes.T.contiguous()).long(), codes.long() @ codes.long().T)
 
 
 def _tiles(h: int, w: int, radius: int, tile: int):
@@ -162,8 +176,9 @@ def propagate_labels_screened(
     """:func:`propagate_labels` on the CPU: int8 screening scores for every neighbour, exact float32
     rescoring of those the error bound cannot rule out (pe_dense._C's ``screened_topk``)."""
     if not screening_available(target.features):  # also loads pe_dense._C
-        raise RuntimeError("screened propagation needs CPU tensors and pe_dense._C (pip install "
-                           "--no-build-isolation -e .); propagate_labels_exact runs anywhere")
+        raise RuntimeError("screened propagation needs CPU tensors, pe_dense._C (pip install --no-build-isolation "
+                           "-e .) and a CPU with exact int8 products (VNNI or AMX-INT8); propagate_labels_exact "
+                           "runs anywhere")
     _check_maps(target.features, [s.features for s in sources], labels)
     if any(m.step != target.step or m.radius != radius for m in (target, *sources)):
         raise ValueError(f"the target and the sources must be quantised with one step for radius {radius}")

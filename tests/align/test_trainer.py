@@ -44,13 +44,14 @@ def _metrics(output_dir):
     return [json.loads(line) for line in (Path(output_dir) / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_a_few_dozen_steps_lower_both_losses(image_folder, tmp_path):
-    AlignTrainer(_config(image_folder, tmp_path, "train.iters=40")).train()
+def test_twenty_steps_lower_both_losses(image_folder, tmp_path):
+    AlignTrainer(_config(image_folder, tmp_path, "train.iters=20")).train()
     records = _metrics(tmp_path)
-    assert [r["iteration"] for r in records] == list(range(1, 41))
+    assert [r["iteration"] for r in records] == list(range(1, 21))
     for loss in ("loss_cosine", "loss_sam"):
         first = sum(r[loss] for r in records[:5]) / 5
         last = sum(r[loss] for r in records[-5:]) / 5
+        print(f"alignment, {loss}: {first:.3f} -> {last:.3f} ({last / first:.2f})")
         assert last < 0.8 * first, (loss, first, last)
     assert (tmp_path / "tensorboard").is_dir()
 
@@ -163,7 +164,7 @@ def test_ddp_under_torchrun_trains_and_a_resume_needs_the_same_world_size(image_
                str(ROOT / "tools" / "align_net.py"), "--config", str(TINY), *SMALL, f"data.root='{image_folder}'",
                f"train.output_dir='{out}'", "train.iters=2", "train.batch_size=2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("aligned student") == 1  # only the first process exports
     state = torch.load(out / "checkpoints" / "iter_00000002.pt", weights_only=True)

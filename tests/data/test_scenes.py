@@ -65,9 +65,15 @@ def test_ensure_regenerates_only_when_settings_change(tmp_path):
     stamp = first.stat().st_mtime_ns
     ensure_scenes(tmp_path, splits=("validation",), num_images=2, size=64)
     assert first.stat().st_mtime_ns == stamp
+    ensure_scenes(tmp_path, splits=("validation",), num_images=1, size=64)  # the first image of the split
+    assert first.stat().st_mtime_ns == stamp
+    ensure_scenes(tmp_path, splits=("validation",), num_images=3, size=64)  # more images: generated again
+    assert len(list((root / "images" / "validation").iterdir())) == 3
     ensure_scenes(tmp_path, splits=("validation",), num_images=2, size=96)
     with Image.open(first) as image:
         assert image.size == (96, 96)
+    assert json.loads((root / MANIFEST).read_text())["splits"]["validation"]["num_images"] == 2
+    assert len(list((root / "images" / "validation").iterdir())) == 2  # the third image is not kept
 
 
 def test_bad_arguments():

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import randomize_
+from conftest import assert_loss_falls, overfit_detector, randomize_
 
 pytestmark = pytest.mark.suite("detectron2")
 
@@ -302,6 +302,14 @@ def test_resume_after_interruption_continues_at_the_saved_iteration(shapes_names
     assert PEDetectionCheckpointer(build(tiny_cfg(out))).load(str(out / "model_final.pth"))["iteration"] == 5
 
 
+def test_every_parameter_trains_and_the_detector_fits_a_batch(shapes_names, tmp_path):
+    """The fast stand-in of the learning run below (slow tier)."""
+    losses, silent = overfit_detector(tiny_cfg(tmp_path), steps=30)
+    assert not silent  # encoder, feature pyramid, RPN, box and mask heads
+    assert_loss_falls(losses, "Mask R-CNN on one batch")
+
+
+@pytest.mark.slow
 def test_loss_falls_in_tens_of_iterations(shapes_names, tmp_path):
     train_net(train_argv(tmp_path, "train.max_iter=40", "dataloader.train.total_batch_size=4"))
     losses = [m["total_loss"] for m in metrics(tmp_path) if "total_loss" in m]

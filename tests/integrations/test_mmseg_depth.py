@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import DEPTH_SCENES_IMAGES, mmseg_data_options
 from PIL import Image
 
 pytestmark = pytest.mark.suite("mmseg")
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted(p for p in (REPO / "configs/depth").rglob("*.py") if p.parent.name != "_base_")
-LOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
 
 
 def linear_head(**kwargs):
@@ -196,15 +196,14 @@ def test_bad_depth_maps_are_refused_naming_the_file(case, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def depth_roots(tmp_path_factory):
-    """The built-in depth scenes at their size (for the scenes configs) and at NYU's 480x640 in NYU's
-    folders (for the NYU configs: real data in that layout drops in the same way)."""
+def nyu_root(tmp_path_factory):
+    """The built-in depth scenes at NYU's 480x640 in NYU's folders (for the NYU configs: real data in that
+    layout drops in the same way)."""
     from pe_dense.data.depth_scenes import write_depth_split
 
-    root = tmp_path_factory.mktemp("depth")
+    root = tmp_path_factory.mktemp("nyu")
     for split in ("train", "test"):
-        write_depth_split(root / "scenes", split, num_images=2)
-        write_depth_split(root / "nyu", split, num_images=2, size=(480, 640))
+        write_depth_split(root, split, num_images=2, size=(480, 640))
     return root
 
 
@@ -222,7 +221,7 @@ def _synthetic_depth_batch(height: int, width: int, count: int = 2):
 
 
 @pytest.mark.parametrize("config_path", CONFIGS, ids=lambda p: p.stem)
-def test_every_config_builds_trains_predicts_and_reads_its_data(config_path, depth_roots):
+def test_every_config_builds_trains_predicts_and_reads_its_data(config_path, depth_scenes_root, nyu_root):
     from mmengine.config import Config
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import init_default_scope
@@ -230,13 +229,12 @@ def test_every_config_builds_trains_predicts_and_reads_its_data(config_path, dep
     from mmseg.registry import MODELS
 
     cfg = Config.fromfile(str(config_path))
-    root = depth_roots / ("scenes" if "scenes" in config_path.parts else "nyu")
+    scenes = "scenes" in config_path.parts
     four = len(cfg.model.backbone.out_indices) == 4
     cfg.merge_from_dict({"model.backbone.weights": None, "model.backbone.keep_blocks": 2,  # G and L at reduced depth
                          "model.backbone.out_indices": (0, 1, 1, 1) if four else (-1,),
-                         **{f"{loader}.dataset.data_root": str(root) for loader in LOADERS},
-                         **{f"{loader}.num_workers": 0 for loader in LOADERS},
-                         **{f"{loader}.persistent_workers": False for loader in LOADERS}})
+                         **(mmseg_data_options(depth_scenes_root, DEPTH_SCENES_IMAGES) if scenes
+                            else mmseg_data_options(nyu_root))})
     init_default_scope("mmseg")
     model = MODELS.build(cfg.model)
     model.init_weights()

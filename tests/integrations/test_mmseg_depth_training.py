@@ -5,12 +5,12 @@ import json
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import DEPTH_SCENES_IMAGES, assert_loss_falls, cfg_options, mmseg_data_options, overfit_one_batch
 from PIL import Image
 
 pytestmark = pytest.mark.suite("mmseg")
@@ -21,42 +21,31 @@ LINEAR_SCENES = REPO / "configs/depth/scenes/linear_PEspatial_T_scenes.py"
 DPT_SCENES = REPO / "configs/depth/scenes/dpt_PEspatial_T_scenes.py"
 LINEAR_NYU = REPO / "configs/depth/nyu/linear_PEspatial_T_nyu.py"
 SEGMENTATION = REPO / "configs/segmentation/scenes/linear_PEspatial_T_scenes.py"
-LOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
+SMALL_DPT = {"model.backbone.keep_blocks": 2, "model.backbone.out_indices": (0, 1, 1, 1)}
 
 
-def options(root, serial=True, **extra) -> list:
-    """--cfg-options: every dataloader reads ``root``, in the main process when ``serial``."""
-    values = {f"{loader}.dataset.data_root": root for loader in LOADERS}
-    if serial:
-        values.update({f"{loader}.{key}": value for loader in LOADERS
-                       for key, value in (("num_workers", 0), ("persistent_workers", False))})
-    return [f"{key}={value}" for key, value in {**values, **extra}.items()]
+def small_scenes(root, **extra) -> dict:
+    return {**mmseg_data_options(root, DEPTH_SCENES_IMAGES), **extra}
 
 
-def run(*args, timeout=600):
-    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=timeout,
-                          cwd=REPO)
-
-
-@pytest.fixture(scope="module")
-def scenes_root(tmp_path_factory):
-    """The built-in depth scenes with their default splits (as the tiny configs use them)."""
-    from pe_dense.data.depth_scenes import ensure_depth_scenes
-
-    return ensure_depth_scenes(tmp_path_factory.mktemp("datasets") / "pe_depth_scenes")
-
-
-def test_frozen_probe_leaves_the_encoder_bit_identical(scenes_root, tmp_path):
+def _train_in_process(config, work_dir, options):
     from mmengine.runner import Runner
 
     from pe_dense.integrations.mmseg.training import load_config
 
-    cfg = load_config(str(LINEAR_SCENES), work_dir=str(tmp_path), cfg_options={
-        f"{loader}.dataset.data_root": str(scenes_root) for loader in LOADERS})
-    cfg.merge_from_dict({"train_cfg.max_iters": 6, "train_cfg.val_interval": 100,
-                         "default_hooks.checkpoint.interval": 6, "train_dataloader.num_workers": 0,
-                         "train_dataloader.persistent_workers": False})
-    runner = Runner.from_cfg(cfg)
+    runner = Runner.from_cfg(load_config(str(config), work_dir=str(work_dir), cfg_options=options))
+    runner.train()
+    return runner
+
+
+def test_frozen_linear_probe_learns_and_leaves_the_encoder_bit_identical(depth_scenes_root, tmp_path):
+    from mmengine.runner import Runner
+
+    from pe_dense.integrations.mmseg.training import load_config
+
+    options = {**small_scenes(depth_scenes_root), "train_cfg.max_iters": 6, "train_cfg.val_interval": 100,
+               "default_hooks.checkpoint.interval": 6, "train_dataloader.batch_size": 4}
+    runner = Runner.from_cfg(load_config(str(LINEAR_SCENES), work_dir=str(tmp_path), cfg_options=options))
     model = runner.model
     encoder_before = {k: v.clone() for k, v in model.backbone.encoder.state_dict().items()}
     head_before = {k: v.clone() for k, v in model.decode_head.state_dict().items()}
@@ -66,19 +55,38 @@ def test_frozen_probe_leaves_the_encoder_bit_identical(scenes_root, tmp_path):
     changed = [k for k, v in model.decode_head.state_dict().items() if not torch.equal(v, head_before[k])]
     assert "conv_depth.weight" in changed and "bn.running_mean" in changed
 
+    losses, silent = overfit_one_batch(load_config(str(LINEAR_SCENES), cfg_options=options), steps=20)
+    assert not silent and not any(p.requires_grad for p in model.backbone.encoder.parameters())
+    assert_loss_falls(losses, "linear depth probe on one batch")
 
-def test_tiny_dpt_from_random_weights_reaches_d1_080_and_half_the_mean_depth_rmse(scenes_root, tmp_path):
+
+def test_dpt_trains_every_parameter_and_fits_a_batch(depth_scenes_root, tmp_path):
+    """The fast stand-in of the 600-iteration demo (slow tier): the demo's model, optimizer and data."""
+    from pe_dense.integrations.mmseg.training import load_config
+
+    cfg = load_config(str(DPT_SCENES), work_dir=str(tmp_path), cfg_options=small_scenes(
+        depth_scenes_root, **{"train_dataloader.batch_size": 4}))
+    losses, silent = overfit_one_batch(cfg, steps=20)
+    assert not silent  # the encoder (not frozen here) and the DPT decoder
+    assert_loss_falls(losses, "DPT on one batch")
+
+
+def run(*args):
+    """A command as its own process, the way it is run."""
+    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, cwd=REPO)
+
+
+@pytest.mark.slow
+def test_tiny_dpt_from_random_weights_reaches_d1_080_and_half_the_mean_depth_rmse(tmp_path):
     from pe_dense.data.depth_scenes import mean_depth_baseline
+    from pe_dense.data.generated import datasets_root
 
-    start = time.perf_counter()
-    result = run(TOOL, "--config", DPT_SCENES, "--work-dir", tmp_path, "--cfg-options",
-                 *options(scenes_root, serial=False))
+    result = run(TOOL, "--config", DPT_SCENES, "--work-dir", tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    seconds = time.perf_counter() - start
     metrics = json.loads((tmp_path / "evaluation.json").read_text())
-    baseline = mean_depth_baseline(scenes_root)  # predicting the training set's mean depth everywhere
-    print(f"tiny DPT: d1 {metrics['d1']:.3f}, RMSE {metrics['rmse']:.3f} m, abs_rel {metrics['abs_rel']:.3f} in "
-          f"{seconds:.0f} s; mean depth ({baseline['mean_depth']:.2f} m) everywhere: d1 {baseline['d1']:.3f}, "
+    baseline = mean_depth_baseline(datasets_root() / "pe_depth_scenes")  # the training set's mean depth everywhere
+    print(f"tiny DPT: d1 {metrics['d1']:.3f}, RMSE {metrics['rmse']:.3f} m, abs_rel {metrics['abs_rel']:.3f}; "
+          f"mean depth ({baseline['mean_depth']:.2f} m) everywhere: d1 {baseline['d1']:.3f}, "
           f"RMSE {baseline['rmse']:.3f} m")
     assert "evaluation: d1" in result.stdout
     assert metrics["d1"] >= 0.80 and metrics["rmse"] <= baseline["rmse"] / 2
@@ -91,7 +99,7 @@ def _final_state(path):
     return checkpoint["meta"]["iter"], checkpoint["state_dict"], checkpoint["optimizer"]
 
 
-def test_resumed_training_continues_exactly(scenes_root, tmp_path):
+def test_resumed_training_continues_exactly(depth_scenes_root, tmp_path, train_seg, capsys):
     # Deterministic data (no random flips or colour changes, a seeded shuffle), so that the straight run
     # and the interrupted-and-resumed one see the same batches.
     config = tmp_path / "deterministic.py"
@@ -102,16 +110,12 @@ train_dataloader = dict(batch_size=2, dataset=dict(pipeline=[
     dict(type="LoadCheckedImage"), dict(type="LoadCheckedDepth", depth_rescale_factor=1e-3, max_depth=10.0),
     dict(type="PackSegInputs")]))
 """)
-    common = ["--cfg-options", *options(scenes_root), "train_cfg.val_interval=100",
-              "default_hooks.checkpoint.interval=2"]
-    straight = run(TOOL, "--config", config, "--work-dir", tmp_path / "straight", *common, "train_cfg.max_iters=4")
-    assert straight.returncode == 0, straight.stderr[-3000:]
-    first = run(TOOL, "--config", config, "--work-dir", tmp_path / "resumed", *common, "train_cfg.max_iters=2")
-    assert first.returncode == 0, first.stderr[-3000:]
-    resumed = run(TOOL, "--config", config, "--work-dir", tmp_path / "resumed", "--resume", *common,
-                  "train_cfg.max_iters=4")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resumed epoch: 0, iter: 2" in resumed.stdout + resumed.stderr
+    common = ["--config", str(config), "--cfg-options", *cfg_options(small_scenes(depth_scenes_root)),
+              "train_cfg.val_interval=100", "default_hooks.checkpoint.interval=2"]
+    assert train_seg([*common, "train_cfg.max_iters=4", "--work-dir", str(tmp_path / "straight")]) == 0
+    assert train_seg([*common, "train_cfg.max_iters=2", "--work-dir", str(tmp_path / "resumed")]) == 0
+    assert train_seg([*common, "train_cfg.max_iters=4", "--work-dir", str(tmp_path / "resumed"), "--resume"]) == 0
+    assert "resumed epoch: 0, iter: 2" in sorted((tmp_path / "resumed").glob("*/*.log"))[-1].read_text()
     iters_a, weights_a, optimizer_a = _final_state(tmp_path / "straight/iter_4.pth")
     iters_b, weights_b, optimizer_b = _final_state(tmp_path / "resumed/iter_4.pth")
     assert iters_a == iters_b == 4
@@ -121,7 +125,7 @@ train_dataloader = dict(batch_size=2, dataset=dict(pipeline=[
     assert {int(s["step"]) for s in optimizer_b["state"].values()} == {4}
 
 
-def test_bad_depth_map_stops_training_naming_the_file(tmp_path):
+def test_bad_depth_map_stops_training_naming_the_file(tmp_path, train_seg, capsys):
     from pe_dense.data.depth_scenes import write_depth_split
 
     root = tmp_path / "nyu"
@@ -129,46 +133,45 @@ def test_bad_depth_map_stops_training_naming_the_file(tmp_path):
     write_depth_split(root, "test", num_images=1, size=(48, 64))
     bad = root / "annotations/train/scene_000001.png"
     Image.fromarray(np.full((48, 64), 40, np.uint8)).save(bad)  # an 8-bit PNG
-    result = run(TOOL, "--config", LINEAR_NYU, "--work-dir", tmp_path / "work", "--cfg-options", *options(root),
-                 "model.backbone.weights=None", "model.backbone.keep_blocks=1", "model.backbone.out_indices=(0,0,0,0)",
-                 "train_dataloader.batch_size=2", "train_cfg.max_iters=2", "train_cfg.val_interval=100",
-                 "train_dataloader.dataset.pipeline.4.crop_size=(32,32)")
-    assert result.returncode == 2, result.stderr[-3000:]
-    last = result.stderr.strip().splitlines()[-1]
+    assert train_seg([
+        "--config", str(LINEAR_NYU), "--work-dir", str(tmp_path / "work"), "--cfg-options",
+        *cfg_options(mmseg_data_options(root)), "model.backbone.weights=None", "model.backbone.keep_blocks=1",
+        "model.backbone.out_indices=(0,0,0,0)", "train_dataloader.batch_size=2", "train_cfg.max_iters=2",
+        "train_cfg.val_interval=100", "train_dataloader.dataset.pipeline.4.crop_size=(32,32)"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("train_seg: error:") and str(bad) in last and "8-bit" in last, last
     assert not list((tmp_path / "work").glob("*.pth"))
 
 
-def test_missing_nyu_folder_is_refused_before_any_output(tmp_path):
-    result = run(TOOL, "--config", LINEAR_NYU, "--work-dir", tmp_path / "work", "--cfg-options",
-                 *options(tmp_path / "nowhere"), "model.backbone.weights=None")
-    assert result.returncode == 2
-    assert f"{tmp_path / 'nowhere'}/images/train" in result.stderr and "data_root" in result.stderr
+def test_missing_nyu_folder_is_refused_before_any_output(tmp_path, train_seg, capsys):
+    assert train_seg(["--config", str(LINEAR_NYU), "--work-dir", str(tmp_path / "work"), "--cfg-options",
+                      *cfg_options(mmseg_data_options(tmp_path / "nowhere")), "model.backbone.weights=None"]) == 2
+    error = capsys.readouterr().err
+    assert f"{tmp_path / 'nowhere'}/images/train" in error and "data_root" in error
     assert not (tmp_path / "work").exists()
 
 
 @pytest.fixture(scope="module")
-def trained(scenes_root, tmp_path_factory):
-    """A tiny DPT trained for a few iterations, and its test-mode evaluation."""
+def trained(depth_scenes_root, tmp_path_factory):
+    """A tiny DPT trained for a few iterations: its checkpoint."""
     work = tmp_path_factory.mktemp("dpt")
-    result = run(TOOL, "--config", DPT_SCENES, "--work-dir", work, "--cfg-options", *options(scenes_root),
-                 "model.backbone.keep_blocks=2", "model.backbone.out_indices=(0,1,1,1)", "train_cfg.max_iters=4",
-                 "train_cfg.val_interval=100", "default_hooks.checkpoint.interval=4")
-    assert result.returncode == 0, result.stderr[-3000:]
+    _train_in_process(DPT_SCENES, work, small_scenes(depth_scenes_root, **SMALL_DPT, **{
+        "train_cfg.max_iters": 4, "train_cfg.val_interval": 100, "default_hooks.checkpoint.interval": 4}))
     return work / "iter_4.pth"
 
 
-def test_test_mode_writes_every_depth_metric(trained, scenes_root, tmp_path):
-    result = run(TOOL, "--config", DPT_SCENES, "--test", trained, "--work-dir", tmp_path, "--cfg-options",
-                 *options(scenes_root), "model.backbone.keep_blocks=2", "model.backbone.out_indices=(0,1,1,1)")
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_test_mode_writes_every_depth_metric(trained, depth_scenes_root, tmp_path, train_seg, capsys):
+    assert train_seg(["--config", str(DPT_SCENES), "--test", str(trained), "--work-dir", str(tmp_path),
+                      "--cfg-options", *cfg_options(small_scenes(depth_scenes_root, **SMALL_DPT))]) == 0
     metrics = json.loads((tmp_path / "evaluation.json").read_text())
     assert {"d1", "d2", "d3", "abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog"} <= metrics.keys()
-    assert "evaluation: d1" in result.stdout
+    assert "evaluation: d1" in capsys.readouterr().out
 
 
 def depth_cli(*args):
-    return run("-m", "pe_dense.cli", "depth", *map(str, args))
+    from pe_dense.cli import main
+
+    return main(["depth", *map(str, args)])
 
 
 def read_ply(path: Path) -> tuple[dict, np.ndarray]:
@@ -183,12 +186,11 @@ def read_ply(path: Path) -> tuple[dict, np.ndarray]:
     return {"count": count, "names": names}, np.frombuffer(body, dtype=dtype)
 
 
-def test_depth_command_writes_png_npy_picture_point_cloud_and_manifest(trained, scenes_root, tmp_path):
-    image = scenes_root / "images/test/scene_000000.jpg"
+def test_depth_command_writes_png_npy_picture_point_cloud_and_manifest(trained, depth_scenes_root, tmp_path):
+    image = depth_scenes_root / "images/test/scene_000000.jpg"
     out = tmp_path / "out"
-    result = depth_cli(image, "sample:astronaut", "--config", DPT_SCENES, "--weights", trained, "--out", out, "--ply",
-                       "--set", "model.backbone.keep_blocks=2", "--set", "model.backbone.out_indices=(0,1,1,1)")
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert depth_cli(image, "sample:astronaut", "--config", DPT_SCENES, "--weights", trained, "--out", out, "--ply",
+                     "--set", "model.backbone.keep_blocks=2", "--set", "model.backbone.out_indices=(0,1,1,1)") == 0
     manifest = json.loads((out / "depth.json").read_text())
     assert [e["name"] for e in manifest["images"]] == ["scene_000000", "astronaut"]
     assert manifest["depth_png_scale"] == 1000 and manifest["depth_range_m"] == [1e-3, 10.0]
@@ -216,24 +218,23 @@ def test_depth_command_writes_png_npy_picture_point_cloud_and_manifest(trained, 
     np.testing.assert_array_equal(colours, np.asarray(Image.open(image).convert("RGB")).reshape(-1, 3))
 
 
-def test_depth_command_bad_inputs_exit_2_and_write_nothing(trained, tmp_path):
+def test_depth_command_bad_inputs_exit_2_and_write_nothing(trained, tmp_path, capsys):
     out = tmp_path / "out"
     common = ["--config", DPT_SCENES, "--weights", trained, "--out", out, "--set", "model.backbone.keep_blocks=2",
               "--set", "model.backbone.out_indices=(0,1,1,1)"]
     bad_image = tmp_path / "bad.jpg"
     bad_image.write_bytes(b"not a jpeg")
     cases = {
-        "cannot": depth_cli(bad_image, *common),
-        "does not exist": depth_cli(tmp_path / "missing.png", *common),
-        "--ply": depth_cli("sample:astronaut", *common, "--focal", "500"),
-        "positive": depth_cli("sample:astronaut", *common, "--ply", "--focal", "-3"),
-        "not a depth estimator": depth_cli("sample:astronaut", "--config", SEGMENTATION, "--weights", trained,
-                                           "--out", out),
+        "cannot": (bad_image, *common),
+        "does not exist": (tmp_path / "missing.png", *common),
+        "--ply": ("sample:astronaut", *common, "--focal", "500"),
+        "positive": ("sample:astronaut", *common, "--ply", "--focal", "-3"),
+        "not a depth estimator": ("sample:astronaut", "--config", SEGMENTATION, "--weights", trained, "--out", out),
     }
-    for expected, result in cases.items():
-        assert result.returncode == 2, (expected, result.stderr[-2000:])
-        assert expected in result.stderr, (expected, result.stderr[-2000:])
+    for expected, args in cases.items():
+        assert depth_cli(*args) == 2, expected
+        error = capsys.readouterr().err
+        assert expected in error, (expected, error[-2000:])
     assert not out.exists() or not any(out.iterdir())
-    assert depth_cli("sample:astronaut", *common).returncode == 0
-    again = depth_cli("sample:astronaut", *common)
-    assert again.returncode == 2 and "--force" in again.stderr
+    assert depth_cli("sample:astronaut", *common) == 0
+    assert depth_cli("sample:astronaut", *common) == 2 and "--force" in capsys.readouterr().err

@@ -2,8 +2,6 @@
 manifest; predictions equal the segmentor's own; bad inputs exit 2 and write nothing."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,51 +9,31 @@ import pytest
 import torch
 from PIL import Image
 
+from pe_dense.cli import main
+
 pytestmark = pytest.mark.suite("mmseg")
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs/segmentation/scenes/linear_PEspatial_T_scenes.py"
-ENTRY_POINT = Path(sys.executable).parent / "pe-dense"
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A linear probe trained a few steps on a few scenes: (checkpoint, scenes root)."""
-    from mmengine.runner import Runner
-
-    from pe_dense.data.scenes import write_scenes_split
-    from pe_dense.integrations.mmseg.training import load_config
-
-    root = tmp_path_factory.mktemp("scenes")
-    for split in ("training", "validation"):
-        write_scenes_split(root, split, num_images=4)
-    work = tmp_path_factory.mktemp("work")
-    options = {f"{loader}.{key}": value for loader in ("train_dataloader", "val_dataloader", "test_dataloader")
-               for key, value in (("dataset.data_root", str(root)), ("num_workers", 0), ("persistent_workers", False))}
-    cfg = load_config(str(CONFIG), work_dir=str(work), cfg_options={
-        **options, "train_cfg.max_iters": 3, "train_cfg.val_interval": 100, "default_hooks.checkpoint.interval": 3})
-    Runner.from_cfg(cfg).train()
-    return work / "iter_3.pth", root
+def segment(*args) -> int:
+    return main(["segment", *map(str, args)])
 
 
-def segment(*args):
-    return subprocess.run([str(ENTRY_POINT), "segment", *map(str, args)], capture_output=True, text=True, timeout=300)
-
-
-def test_outputs_and_predictions(trained, tmp_path):
+def test_outputs_and_predictions(trained_segmenter, scenes_root, tmp_path):
     from mmengine.dataset import Compose, pseudo_collate
 
     from pe_dense.data.scenes import CLASSES, PALETTE
     from pe_dense.integrations.mmseg.predict import Segmenter
 
-    checkpoint, root = trained
+    checkpoint, root = trained_segmenter, scenes_root
     images = []  # PNG copies: the same pixels whichever library decodes them
     for path in sorted((root / "images/validation").iterdir())[:2]:
         images.append(tmp_path / f"{path.stem}.png")
         Image.open(path).save(images[-1])
     out = tmp_path / "out"
-    result = segment(*images, "sample:coffee", "--config", CONFIG, "--weights", checkpoint, "--out", out)
-    assert result.returncode == 0, result.stderr
+    assert segment(*images, "sample:coffee", "--config", CONFIG, "--weights", checkpoint, "--out", out) == 0
     manifest = json.loads((out / "segment.json").read_text())
     assert manifest["classes"] == list(CLASSES) and manifest["palette"] == [list(c) for c in PALETTE]
     assert [e["name"] for e in manifest["images"]] == ["scene_000000", "scene_000001", "coffee"]
@@ -86,9 +64,9 @@ def _listing(folder):
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else None
 
 
-def test_bad_inputs_exit_2_and_write_nothing(trained, tmp_path):
-    checkpoint, root = trained
-    image = sorted((root / "images/validation").iterdir())[0]
+def test_bad_inputs_exit_2_and_write_nothing(trained_segmenter, scenes_root, tmp_path, capsys):
+    checkpoint = trained_segmenter
+    image = sorted((scenes_root / "images/validation").iterdir())[0]
     out = tmp_path / "out"
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(image.read_bytes()[:100])
@@ -103,14 +81,14 @@ def test_bad_inputs_exit_2_and_write_nothing(trained, tmp_path):
         "not a segmenter": (image, "--weights", encoder_only),
     }
     for name, args in cases.items():
-        result = segment(*args, "--config", CONFIG, "--out", out)
-        assert result.returncode == 2, (name, result.stderr)
-        assert result.stderr.strip().splitlines()[-1].startswith("pe-dense segment: error:"), (name, result.stderr)
+        assert segment(*args, "--config", CONFIG, "--out", out) == 2, name
+        error = capsys.readouterr().err
+        assert error.strip().splitlines()[-1].startswith("pe-dense segment: error:"), (name, error)
         assert _listing(out) is None, name
-    result = segment(image, "--config", tmp_path / "none.py", "--weights", checkpoint, "--out", out)
-    assert result.returncode == 2 and "does not exist" in result.stderr
-    assert segment(image, "--config", CONFIG, "--weights", checkpoint, "--out", out).returncode == 0
+    assert segment(image, "--config", tmp_path / "none.py", "--weights", checkpoint, "--out", out) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert segment(image, "--config", CONFIG, "--weights", checkpoint, "--out", out) == 0
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    again = segment(image, "--config", CONFIG, "--weights", checkpoint, "--out", out)
-    assert again.returncode == 2 and "--force" in again.stderr
+    assert segment(image, "--config", CONFIG, "--weights", checkpoint, "--out", out) == 2
+    assert "--force" in capsys.readouterr().err
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before

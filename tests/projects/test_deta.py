@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import randomize_
+from conftest import assert_loss_falls, overfit_detector, randomize_
 
 pytestmark = pytest.mark.suite("detectron2")
 
@@ -475,6 +475,14 @@ def test_train_net_evaluates_with_tta(shapes_names, tmp_path):
         train_net(["--tta", *argv])
 
 
+def test_every_parameter_trains_and_the_detector_fits_a_batch(shapes_names, tmp_path):
+    """The fast stand-in of the learning run below (slow tier)."""
+    losses, silent = overfit_detector(tiny_cfg(tmp_path), steps=10)
+    assert not silent  # encoder, both transformer stages, the proposal and detection heads
+    assert_loss_falls(losses, "DETA on one batch")
+
+
+@pytest.mark.slow
 def test_loss_falls_in_tens_of_iterations(shapes_names, tmp_path):
     import numpy as np
 

@@ -29,17 +29,20 @@ class PEScenesDataset(BaseSegDataset):
 
     Args:
         split: ``"training"`` or ``"validation"``.
+        num_images: the split's first images only (default: all of the split's default size).
         **kwargs: as :class:`mmseg.datasets.BaseSegDataset` (``pipeline``, ``test_mode``, ...).
     """
 
     METAINFO = dict(classes=scenes.CLASSES, palette=[list(c) for c in scenes.PALETTE])
 
-    def __init__(self, split: str = "training", data_root: Optional[str] = None, **kwargs):
+    def __init__(self, split: str = "training", data_root: Optional[str] = None, num_images: Optional[int] = None,
+                 **kwargs):
         data_root = data_root or str(datasets_root() / "pe_scenes")
         if not kwargs.get("lazy_init"):
-            scenes.ensure_scenes(data_root, splits=(split,))
+            scenes.ensure_scenes(data_root, splits=(split,), num_images=num_images)
         super().__init__(data_root=data_root, img_suffix=".jpg", seg_map_suffix=".png", reduce_zero_label=True,
-                         data_prefix=dict(img_path=f"images/{split}", seg_map_path=f"annotations/{split}"), **kwargs)
+                         data_prefix=dict(img_path=f"images/{split}", seg_map_path=f"annotations/{split}"),
+                         indices=num_images, **kwargs)
 
 
 @DATASETS.register_module()
@@ -49,15 +52,18 @@ class PEDepthScenesDataset(NYUDataset):
 
     Args:
         split: ``"train"`` or ``"test"``.
+        num_images: the split's first images only (default: all of the split's default size).
         **kwargs: as :class:`mmseg.datasets.NYUDataset` (``pipeline``, ``test_mode``, ...).
     """
 
-    def __init__(self, split: str = "train", data_root: Optional[str] = None, **kwargs):
+    def __init__(self, split: str = "train", data_root: Optional[str] = None, num_images: Optional[int] = None,
+                 **kwargs):
         data_root = data_root or str(datasets_root() / "pe_depth_scenes")
         if not kwargs.get("lazy_init"):
-            depth_scenes.ensure_depth_scenes(data_root, splits=(split,))
+            depth_scenes.ensure_depth_scenes(data_root, splits=(split,), num_images=num_images)
         super().__init__(data_root=data_root,
-                         data_prefix=dict(img_path=f"images/{split}", depth_map_path=f"annotations/{split}"), **kwargs)
+                         data_prefix=dict(img_path=f"images/{split}", depth_map_path=f"annotations/{split}"),
+                         indices=num_images, **kwargs)
 
 
 @TRANSFORMS.register_module()

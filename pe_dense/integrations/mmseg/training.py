@@ -4,6 +4,7 @@ the train-then-score run of ``pe-dense probe``."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from pathlib import Path
@@ -17,6 +18,7 @@ from mmseg.registry import DATASETS
 from .datasets import PEDepthScenesDataset, PEScenesDataset
 
 logger = logging.getLogger(__name__)
+_runs = itertools.count()  # the configs loaded by this process, for their experiment names
 
 
 def load_config(config: str, *, work_dir: Optional[str] = None, cfg_options: Optional[dict] = None,
@@ -30,6 +32,10 @@ def load_config(config: str, *, work_dir: Optional[str] = None, cfg_options: Opt
     cfg = Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+    if cfg.get("experiment_name") is None:
+        # mmengine keys a run's logger and message hub by this name and the second the run starts: two runs in
+        # one process (the probe's tasks, tests) within a second would otherwise share them, and their log files
+        cfg.experiment_name = f"{Path(config).stem}_{next(_runs)}"
     cfg.work_dir = work_dir or cfg.get("work_dir") or os.path.join("outputs", Path(config).stem)
     cfg.launcher = launcher
     if launcher != "none" and not torch.cuda.is_available():
