@@ -263,66 +263,6 @@ def depth_scenes_root(tmp_path_factory):
     return root
 
 
-def overfit_one_batch(cfg, steps: int) -> tuple[np.ndarray, list[str]]:
-    """Train the model of the mmseg config ``cfg`` ``steps`` times on its first training batch, with the config's
-    optimizer: (the loss before each step, the trainable parameters the first step gave no gradient). The fast
-    stand-in of a learning run: with the data fixed, the loss falls steadily where gradients and optimizer are
-    right, and not by chance."""
-    from mmengine.optim import build_optim_wrapper
-    from mmengine.registry import init_default_scope
-    from mmengine.runner import Runner
-    from mmseg.registry import MODELS
-
-    init_default_scope("mmseg")
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    model.train()
-    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
-    batch = next(iter(Runner.build_dataloader(cfg.train_dataloader)))
-    losses, silent = [], None
-    for _ in range(steps):
-        loss, _ = model.parse_losses(model(**model.data_preprocessor(batch, True), mode="loss"))
-        optim_wrapper.backward(loss)
-        if silent is None:
-            silent = [name for name, p in model.named_parameters()
-                      if p.requires_grad and (p.grad is None or not p.grad.any())]
-        optim_wrapper.step()
-        optim_wrapper.zero_grad()
-        losses.append(float(loss))
-    return np.array(losses), silent
-
-
-def assert_loss_falls(losses: np.ndarray, what: str, below: float = 0.8) -> None:
-    """The mean of the last three losses is under ``below`` times that of the first three; the figure is
-    printed (pytest -s) for the margins recorded in docs/testing.md."""
-    ratio = losses[-3:].mean() / losses[:3].mean()
-    print(f"{what}: loss {losses[0]:.3f} -> {losses[-1]:.3f}, last three / first three {ratio:.2f}")
-    assert ratio < below, losses
-
-
-def overfit_detector(cfg, steps: int) -> tuple[np.ndarray, list[str]]:
-    """As :func:`overfit_one_batch`, for the detectron2 LazyConfig ``cfg``: its model, optimizer and first
-    training batch; the parameters given no gradient are those that none of the steps reached (zero-initialised
-    output layers, as DETR's box heads, pass gradients on from the second step)."""
-    from detectron2.config import instantiate
-    from detectron2.utils.events import EventStorage
-
-    model = instantiate(cfg.model).train()
-    cfg.optimizer.params.model = model
-    optimizer = instantiate(cfg.optimizer)
-    batch = next(iter(instantiate(cfg.dataloader.train)))
-    losses, silent = [], {name for name, p in model.named_parameters() if p.requires_grad}
-    for step in range(steps):
-        with EventStorage(step):  # where detectron2's models log
-            loss = sum(model(batch).values())
-        loss.backward()
-        silent -= {name for name, p in model.named_parameters() if p.grad is not None and p.grad.any()}
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(float(loss))
-    return np.array(losses), sorted(silent)
-
-
 def load_tool(name: str):
     """A script of tools/ as a module (its main(argv) runs in the test's process)."""
     spec = importlib.util.spec_from_file_location(f"tools_{name}", ROOT / "tools" / f"{name}.py")

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_loss_falls, overfit_detector, randomize_
+from conftest import randomize_
+from fitting import assert_loss_falls, fit_detector_batch
 
 pytestmark = pytest.mark.suite("detectron2")
 
@@ -304,7 +305,7 @@ def test_resume_after_interruption_continues_at_the_saved_iteration(shapes_names
 
 def test_every_parameter_trains_and_the_detector_fits_a_batch(shapes_names, tmp_path):
     """The fast stand-in of the learning run below (slow tier)."""
-    losses, silent = overfit_detector(tiny_cfg(tmp_path), steps=30)
+    losses, silent = fit_detector_batch(tiny_cfg(tmp_path), steps=30)
     assert not silent  # encoder, feature pyramid, RPN, box and mask heads
     assert_loss_falls(losses, "Mask R-CNN on one batch")
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SCENES_IMAGES, assert_loss_falls, cfg_options, mmseg_data_options, overfit_one_batch
+from conftest import SCENES_IMAGES, cfg_options, mmseg_data_options
+from fitting import assert_loss_falls, check_frozen_linear_probe, fit_mmseg_batch
 from PIL import Image
 
 pytestmark = pytest.mark.suite("mmseg")
@@ -109,25 +110,10 @@ def _train_in_process(config, work_dir, options):
 
 
 def test_frozen_linear_probe_learns_and_leaves_the_encoder_bit_identical(scenes_root, tmp_path):
-    from mmengine.runner import Runner
-
-    from pe_dense.integrations.mmseg.training import load_config
-
-    options = {**small_scenes(scenes_root), "train_cfg.max_iters": 6, "train_cfg.val_interval": 100,
-               "default_hooks.checkpoint.interval": 6, "train_dataloader.batch_size": 4}
-    runner = Runner.from_cfg(load_config(str(LINEAR_SCENES), work_dir=str(tmp_path), cfg_options=options))
-    model = runner.model
-    encoder_before = {k: v.clone() for k, v in model.backbone.encoder.state_dict().items()}
-    head_before = {k: v.clone() for k, v in model.decode_head.state_dict().items()}
-    runner.train()
-    assert not model.backbone.encoder.training
-    assert all(torch.equal(v, encoder_before[k]) for k, v in model.backbone.encoder.state_dict().items())
-    changed = [k for k, v in model.decode_head.state_dict().items() if not torch.equal(v, head_before[k])]
-    assert "conv_seg.weight" in changed and "bn.running_mean" in changed
-
-    losses, silent = overfit_one_batch(load_config(str(LINEAR_SCENES), cfg_options=options), steps=20)
-    assert not silent and not any(p.requires_grad for p in model.backbone.encoder.parameters())
-    assert_loss_falls(losses, "linear probe on one batch")
+    check_frozen_linear_probe(LINEAR_SCENES, tmp_path, {
+        **small_scenes(scenes_root), "train_cfg.max_iters": 6, "train_cfg.val_interval": 100,
+        "default_hooks.checkpoint.interval": 6, "train_dataloader.batch_size": 4},
+        "conv_seg.weight", "linear probe on one batch")
 
 
 def test_upernet_trains_every_parameter_and_fits_a_batch(scenes_root, tmp_path):
@@ -136,7 +122,7 @@ def test_upernet_trains_every_parameter_and_fits_a_batch(scenes_root, tmp_path):
 
     cfg = load_config(str(UPERNET_SCENES), work_dir=str(tmp_path), cfg_options={
         **small_scenes(scenes_root), "train_dataloader.batch_size": 4})
-    losses, silent = overfit_one_batch(cfg, steps=20)
+    losses, silent = fit_mmseg_batch(cfg, steps=20)
     assert not silent  # the encoder (not frozen here), the neck and both heads
     assert_loss_falls(losses, "UperNet on one batch")
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_loss_falls, overfit_detector, randomize_
+from conftest import randomize_
+from fitting import assert_loss_falls, fit_detector_batch
 
 pytestmark = pytest.mark.suite("detectron2")
 
@@ -477,7 +478,7 @@ def test_train_net_evaluates_with_tta(shapes_names, tmp_path):
 
 def test_every_parameter_trains_and_the_detector_fits_a_batch(shapes_names, tmp_path):
     """The fast stand-in of the learning run below (slow tier)."""
-    losses, silent = overfit_detector(tiny_cfg(tmp_path), steps=10)
+    losses, silent = fit_detector_batch(tiny_cfg(tmp_path), steps=10)
     assert not silent  # encoder, both transformer stages, the proposal and detection heads
     assert_loss_falls(losses, "DETA on one batch")
 
