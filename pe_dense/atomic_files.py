@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from contextlib import contextmanager
@@ -21,3 +22,9 @@ def atomic_output(path: Union[str, os.PathLike]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_json(path: Union[str, os.PathLike], data, indent: int | None = 2) -> None:
+    """``data`` as a JSON file at ``path``, written atomically (:func:`atomic_output`)."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=indent))

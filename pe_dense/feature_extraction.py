@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -43,13 +43,3 @@ def save_outputs(out_dir: Path, name: str, image: Image.Image, features: torch.T
     with atomic_output(picture_path) as tmp:
         colors_to_image(pca_rgb(features), image.size).save(tmp)
     return {"name": name, "features": feature_path.name, "pca": picture_path.name, "shape": list(features.shape)}
-
-
-def parse_size(text: Optional[str], default: int) -> tuple[int, int]:
-    """(height, width) from ``"512"`` (square) or ``"480x640"``; None gives ``default`` square."""
-    if text is None:
-        return default, default
-    parts = text.lower().split("x")
-    if len(parts) > 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise ValueError(f"size must be N or HxW with positive integers, got '{text}'")
-    return int(parts[0]), int(parts[-1])

@@ -205,15 +205,13 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 def _generated_datasets(tmp_path_factory):
     """The built-in datasets that commands and configs generate on first use go to this session's folder,
     never to a checkout's datasets/."""
-    root = str(tmp_path_factory.mktemp("generated_datasets"))
-    saved = {name: os.environ.get(name) for name in ("PE_DENSE_DATASETS", "DETECTRON2_DATASETS")}
-    os.environ.update(PE_DENSE_DATASETS=root, DETECTRON2_DATASETS=root)
+    saved = os.environ.get("PE_DENSE_DATASETS")
+    os.environ["PE_DENSE_DATASETS"] = str(tmp_path_factory.mktemp("generated_datasets"))
     yield
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name)
-        else:
-            os.environ[name] = value
+    if saved is None:
+        del os.environ["PE_DENSE_DATASETS"]
+    else:
+        os.environ["PE_DENSE_DATASETS"] = saved
 
 
 # mmsegmentation: the dataloaders of every config, and small splits of the built-in datasets

@@ -216,7 +216,7 @@ def test_ctrl_c_says_interrupted(monkeypatch, tmp_path, capsys, command, hint):
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, f"_{command}", interrupted)
+    monkeypatch.setattr(cli.COMMANDS[command], "run", interrupted)
     argv = {"features": ["features", "sample:coffee", "--model", MODEL, "--out", str(tmp_path)],
             "track": ["track", "video.mp4", "--mask", "m.png", "--model", MODEL, "--out", str(tmp_path)]}[command]
     assert main(argv) == 130
@@ -239,12 +239,13 @@ def test_an_image_over_the_pixel_limit_says_how_to_allow_it(monkeypatch, tmp_pat
 
 
 def test_a_huge_input_size_is_announced_before_the_work(monkeypatch, tmp_path, capsys):
-    import pe_dense.cli as cli
+    from pe_dense.cli import features
+    from pe_dense.cli.common import UsageError
 
     def stop(args):  # the warning comes before the model is built
-        raise cli.UsageError("stopped")
+        raise UsageError("stopped")
 
-    monkeypatch.setattr(cli, "_build", stop)
+    monkeypatch.setattr(features, "build_encoder", stop)
     assert main(["features", "sample:coffee", "--model", MODEL, "--size", "8192", "--batch-size", "1",
                  "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
@@ -252,3 +253,39 @@ def test_a_huge_input_size_is_announced_before_the_work(monkeypatch, tmp_path, c
     assert "65536x the attention work" in err and "1.5 GiB" in err
     assert main(["features", "sample:coffee", "--model", MODEL, "--size", "1024", "--out", str(tmp_path / "o")]) == 2
     assert "NOTE" not in capsys.readouterr().err
+
+
+def test_lists_are_written_with_commas_and_the_earlier_spaces_still_read_with_a_note(capsys):
+    from pe_dense.cli import build_parser
+
+    parser = build_parser()
+    for layers in (["-1,3"], ["3,-1"], ["-4,-1"]):
+        args = parser.parse_args(["viz", "sample:coffee", "--model", MODEL, "--out", "o", "--layers", *layers])
+        assert args.layers == [int(v) for v in layers[0].split(",")]
+    assert not capsys.readouterr().err
+    args = parser.parse_args(["export", MODEL, "--format", "onnx", "--size", "64", "--out", "o.onnx",
+                              "--layers", "-1", "5"])
+    assert args.layers == [-1, 5]
+    note = capsys.readouterr().err
+    assert "--layers -1 5 is deprecated" in note and "write --layers -1,5" in note
+    assert parser.parse_args(["probe", "--model", MODEL, "--out", "o", "--layers", "1,-1"]).layers == [1, -1]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["viz", "sample:coffee", "--model", MODEL, "--out", "o", "--layers", "1,x"])
+    assert "argument --layers: expected LAYER,..., got '1,x'" in capsys.readouterr().err
+
+
+def test_pe_dense_debug_shows_the_traceback_of_an_error(monkeypatch, tmp_path, capsys):
+    argv = ["features", "sample:coffee", "--model", MODEL, "--layer", "12", "--size", "64", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "layer 12 is out of range" in err and "Traceback" not in err
+    monkeypatch.setenv("PE_DENSE_DEBUG", "1")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "layer_index" in err
+    assert err.strip().splitlines()[-1].startswith("pe-dense features: error: layer 12 is out of range")
+
+
+def test_python_m_pe_dense_is_the_command():
+    result = subprocess.run([sys.executable, "-m", "pe_dense", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("pe-dense ")

@@ -1,7 +1,7 @@
 """The floors of the package run one way: the command line -> alignment, projects, feature
 extraction and the probe -> integrations and export -> core (models, ops, data, tracking, viz), with no
 import cycles, and the core imports nothing heavier than torch/numpy-level libraries, so it works where no
-framework is installed.
+framework is installed. The scripts in tools/ stand beside the command line and never import it.
 
 Every import statement counts, also the lazy ones inside functions: a lazy import still ties the floors.
 """
@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"pe_dense": ROOT / "pe_dense", "pe_deta": ROOT / "projects" / "DETA" / "pe_deta"}
 
-CORE = ("models", "ops", "data", "tracking", "viz", "atomic_files", "_C")
+CORE = ("models", "ops", "data", "tracking", "viz", "atomic_files", "arguments", "_C")
 FLOORS = {  # unit -> floor; a unit imports its own floor's units only where both are core
     **{f"pe_dense.{unit}": 0 for unit in CORE}, "pe_dense": 0,
     "pe_dense.integrations": 1, "pe_dense.integrations.detectron2": 1, "pe_dense.integrations.mmseg": 1,
@@ -26,7 +26,7 @@ FLOORS = {  # unit -> floor; a unit imports its own floor's units only where bot
     "pe_dense.export": 1,  # an integration of ONNX's tools, beside the others
     "pe_dense.align": 2, "pe_deta": 2, "pe_dense.feature_extraction": 2,
     "pe_dense.probe": 2,  # runs the mmseg integration's probes and the core's DAVIS propagation
-    "pe_dense.cli": 3,
+    "pe_dense.cli": 3, "pe_dense.__main__": 4,  # python -m pe_dense: runs the command line
 }
 # What the core may import besides the standard library: torch/numpy-level libraries.
 CORE_LIBRARIES = {"torch", "torchvision", "numpy", "PIL", "scipy", "skimage", "cv2", "av", "kornia", "matplotlib",
@@ -166,6 +166,21 @@ def test_no_import_cycles_between_units(graph):
             if name.split(".")[0] in PACKAGES and _unit(name) != _unit(module):
                 units[_unit(module)].add(_unit(name))
     assert _cycles(units) == []
+
+
+def test_tools_never_import_the_command_line():
+    """What a tool shares with a command (tracking options, argument types) lives below the command line."""
+    wrong = []
+    for path in sorted((ROOT / "tools").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            wrong += [f"{path.name} imports {n}" for n in names if n == "pe_dense.cli" or n.startswith("pe_dense.cli.")]
+    assert not wrong
 
 
 def test_the_checks_see_a_violation():

@@ -9,7 +9,8 @@ the command a user would type, then a table: stage, ran or skipped (why), headli
 Without ``--weights`` the models start from random weights (nothing is downloaded). A stage whose
 dependency cannot be installed (detectron2, which only installs from its git repository) is skipped
 with the reason and how to install it; the exit status is non-zero only when a stage that could run failed.
-Each stage writes under ``<out>/<stage>`` (replaced on every run); data is generated under ``datasets/``.
+Each stage writes under ``<out>/<stage>`` (replaced on every run); data is generated under ``datasets/``
+(``$PE_DENSE_DATASETS``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
+
+from pe_dense.data.generated import datasets_root
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "PE-Spatial-T16-512"  # the tiny encoder every stage uses (the configs' model)
@@ -86,12 +89,10 @@ def features(ctx: Context, out: Path) -> str:
 
 
 def tracking(ctx: Context, out: Path) -> str:
-    from pe_dense.data.moving_shapes import write_moving_shapes
+    from pe_dense.data.moving_shapes import ensure_moving_shapes
     from pe_dense.tracking import DavisLayout
 
-    davis = Path("datasets/moving_shapes")
-    if not (davis / "ImageSets").is_dir():
-        write_moving_shapes(davis)
+    davis = ensure_moving_shapes()
     layout = DavisLayout(davis)
     (sequence,) = layout.sequences()
     ctx.pe_dense("track", str(layout.frames_dir(sequence)), "--mask", str(layout.annotations(sequence)[0]),
@@ -135,7 +136,7 @@ def _extra_requirements(extra: str) -> list[str]:
 def detection(ctx: Context, out: Path) -> str:
     init = [f"train.init_checkpoint={ctx.weights}"] if ctx.weights else []
     ctx.tool("train_net.py", "--config-file", DETECTION_CONFIG, f"train.output_dir={out}", *init)
-    images = [f"datasets/shapes/val/{i:06d}.png" for i in range(4)]
+    images = [str(datasets_root() / f"shapes/val/{i:06d}.png") for i in range(4)]
     ctx.pe_dense("detect", *images, "--config", DETECTION_CONFIG, "--weights", str(out / "model_final.pth"),
                  "--out", str(out / "pictures"), "--force")
     result = json.loads((out / "evaluation.json").read_text())
@@ -152,7 +153,7 @@ def _train_mmseg(ctx: Context, config: str, out: Path, command: str, images: lis
 
 
 def segmentation(ctx: Context, out: Path) -> str:
-    images = [f"datasets/pe_scenes/images/validation/scene_{i:06d}.jpg" for i in range(4)]
+    images = [str(datasets_root() / f"pe_scenes/images/validation/scene_{i:06d}.jpg") for i in range(4)]
     result = _train_mmseg(ctx, SEGMENTATION_CONFIG, out, "segment", images)
     return f"mIoU {result['mIoU']:.1f}, aAcc {result['aAcc']:.1f} on the scenes' validation split"
 
@@ -160,9 +161,9 @@ def segmentation(ctx: Context, out: Path) -> str:
 def depth(ctx: Context, out: Path) -> str:
     from pe_dense.data.depth_scenes import mean_depth_baseline
 
-    images = [f"datasets/pe_depth_scenes/images/test/scene_{i:06d}.jpg" for i in range(4)]
+    images = [str(datasets_root() / f"pe_depth_scenes/images/test/scene_{i:06d}.jpg") for i in range(4)]
     result = _train_mmseg(ctx, DEPTH_CONFIG, out, "depth", images, "--ply")
-    baseline = mean_depth_baseline("datasets/pe_depth_scenes")
+    baseline = mean_depth_baseline(datasets_root() / "pe_depth_scenes")
     return (f"d1 {result['d1']:.3f}, RMSE {result['rmse']:.3f} m (mean depth everywhere: d1 {baseline['d1']:.3f}, "
             f"RMSE {baseline['rmse']:.3f} m)")
 

@@ -18,24 +18,25 @@ import time
 import warnings
 from pathlib import Path
 
-from pe_dense.cli import (
+from pe_dense.arguments import (
+    ArgumentParser,
+    CommaList,
     add_precision_argument,
-    add_propagation_arguments,
     check_precision_argument,
     device_argument,
-    tracker_from_arguments,
 )
 from pe_dense.models import RandomWeightsWarning, build_encoder
 from pe_dense.tracking import DavisLayout, track_video
+from pe_dense.tracking.arguments import add_propagation_arguments, tracker_from_arguments
 from pe_dense.tracking.evaluate import format_table, score_results, summarize, write_csv
 from pe_dense.tracking.run import STATE_DIR
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--davis", type=Path, required=True, help="DAVIS root (ImageSets, JPEGImages, Annotations)")
     parser.add_argument("--set", default="val", help="image set listed in ImageSets/2017/<set>.txt")
-    parser.add_argument("--sequences", nargs="+", help="only these sequences")
+    parser.add_argument("--sequences", action=CommaList, metavar="SEQUENCE,...", help="only these sequences")
     parser.add_argument("--resolution", default="480p")
     parser.add_argument("--results", type=Path, help="score these results instead of tracking")
     parser.add_argument("--model", help="PE model name for tracking, e.g. PE-Spatial-S16-512")
@@ -65,8 +66,7 @@ def track_all(args, layout: DavisLayout, sequences: list[str]) -> None:
                     overlay=False)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def evaluate(args) -> None:
     layout = DavisLayout(args.davis, resolution=args.resolution)
     sequences = args.sequences or layout.sequences(args.set)
     began = time.perf_counter()
@@ -80,12 +80,17 @@ def main(argv=None) -> int:
     print(format_table([overall]))
     print(f"\n----- per sequence -----\n{format_table(per_sequence)}")
     print(f"\ntables in {args.out}; {time.perf_counter() - began:.1f} s")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        evaluate(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"eval_davis: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (ValueError, FileNotFoundError) as e:
-        print(f"eval_davis: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(main())

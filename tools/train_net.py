@@ -14,7 +14,6 @@ as they are, and nothing is unpickled. Evaluation results are also written to
 ``<output_dir>/evaluation.json``.
 """
 
-import json
 import logging
 import os
 import sys
@@ -34,7 +33,7 @@ from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
-from pe_dense.atomic_files import atomic_output
+from pe_dense.atomic_files import write_json
 from pe_dense.integrations.detectron2 import PEDetectionCheckpointer
 
 logger = logging.getLogger("detectron2")
@@ -53,8 +52,7 @@ def do_test(cfg, model, tta: bool = False) -> dict:
         summary = ", ".join(f"{task} AP {metrics['AP']:.1f}" for task, metrics in results.items() if "AP" in metrics)
         logger.info("Evaluation of %s: %s", cfg.dataloader.test.dataset.names, summary)
         os.makedirs(cfg.train.output_dir, exist_ok=True)
-        with atomic_output(os.path.join(cfg.train.output_dir, "evaluation.json")) as tmp:
-            tmp.write_text(json.dumps(results, indent=2))
+        write_json(os.path.join(cfg.train.output_dir, "evaluation.json"), results)
     return results
 
 

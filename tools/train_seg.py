@@ -16,14 +16,13 @@ evaluation is written to ``<work_dir>/evaluation.json``.
 """
 
 import argparse
-import json
 import os
 import sys
 
 from mmengine.config import DictAction
 from mmengine.runner import Runner
 
-from pe_dense.atomic_files import atomic_output
+from pe_dense.atomic_files import write_json
 from pe_dense.integrations.mmseg import SegmentationDataError
 from pe_dense.integrations.mmseg.training import check_datasets, load_config
 from pe_dense.models import CheckpointError
@@ -52,8 +51,7 @@ SUMMARY = {"mIoU": 2, "aAcc": 2, "mAcc": 2, "d1": 3, "abs_rel": 3, "rmse": 3}  #
 def write_evaluation(work_dir: str, metrics: dict) -> None:
     metrics = {k: float(v) for k, v in metrics.items()}  # numpy scalars from the metric and the message hub
     os.makedirs(work_dir, exist_ok=True)
-    with atomic_output(os.path.join(work_dir, "evaluation.json")) as tmp:
-        tmp.write_text(json.dumps(metrics, indent=2))
+    write_json(os.path.join(work_dir, "evaluation.json"), metrics)
     summary = ", ".join(f"{k} {metrics[k]:.{precision}f}" for k, precision in SUMMARY.items() if k in metrics)
     print(f"evaluation: {summary} (written to {work_dir}/evaluation.json)")
 

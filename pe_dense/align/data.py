@@ -17,7 +17,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+from ..data.image_sources import IMAGE_SUFFIXES
+
 BUILTIN_SPLIT, BUILTIN_IMAGES, BUILTIN_SEED = "align", 256, 7
 _UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
@@ -28,18 +29,21 @@ def find_image_files(root: Union[str, os.PathLike]) -> list[str]:
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist")
     files = sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                   if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+                   if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
     return files
 
 
-def builtin_image_folder(root: Union[str, os.PathLike] = "datasets/shapes") -> Path:
-    """A folder of 256 synthetic shapes images (generated on first use), the demo's training data."""
+def builtin_image_folder() -> Path:
+    """A folder of 256 synthetic shapes images (generated on first use under the built-in datasets' root), the
+    demo's training data."""
+    from ..data.generated import datasets_root
     from ..data.shapes import ensure_shapes_split
 
+    root = datasets_root() / "shapes"
     ensure_shapes_split(root, BUILTIN_SPLIT, num_images=BUILTIN_IMAGES, seed=BUILTIN_SEED)
-    return Path(root) / BUILTIN_SPLIT
+    return root / BUILTIN_SPLIT
 
 
 def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:

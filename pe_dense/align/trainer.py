@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..atomic_files import atomic_output
+from ..atomic_files import atomic_output, write_json
 from ..integrations.sam import build_segmenter
 from ..models.build import build_encoder
 from ..models.checkpoint import CheckpointError, load_torch_file, save_state_dict
@@ -348,8 +348,7 @@ class AlignTrainer:
         save_state_dict({k: v.detach().cpu() for k, v in self.model.student.state_dict().items()}, path)
         note = {"model": self.config.student.model, "image_size": self.student_size, "iterations": self.iteration,
                 "skipped_images": self.skipped_images, "config": dataclasses.asdict(self.config)}
-        with atomic_output(path.with_suffix(".json")) as tmp:
-            tmp.write_text(json.dumps(note, indent=2))
+        write_json(path.with_suffix(".json"), note)
         logger.info("student saved to %s (load it with build_encoder(%r, weights=%r))", path,
                     self.config.student.model, str(path))
         return path

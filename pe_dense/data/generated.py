@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Optional, Union
 import numpy as np
 from PIL import Image
 
-from ..atomic_files import atomic_output
+from ..atomic_files import atomic_output, write_json
 
 
 def datasets_root() -> Path:
@@ -82,8 +82,7 @@ class ImageFolderDataset:
                     stale.unlink()
         manifest = self.read_manifest(root)
         manifest["splits"][split] = settings
-        with atomic_output(root / self.manifest) as tmp:
-            tmp.write_text(json.dumps(manifest, indent=2))
+        write_json(root / self.manifest, manifest)
         return root
 
     def read_manifest(self, root: Union[str, os.PathLike]) -> dict:

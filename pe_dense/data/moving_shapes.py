@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from .drawing import muted, saturated, smooth_texture
+from .generated import datasets_root
 from .label_maps import davis_palette, write_label_png
 
 SHAPES = ("ellipse", "rectangle", "triangle", "diamond")
@@ -92,4 +93,13 @@ def write_moving_shapes(root: Union[str, os.PathLike], sequence: str = "moving-s
     listing.parent.mkdir(parents=True, exist_ok=True)
     names = listing.read_text().split() if listing.exists() else []
     listing.write_text("\n".join(sorted(set(names) | {sequence})) + "\n")
+    return root
+
+
+def ensure_moving_shapes(root: Optional[Union[str, os.PathLike]] = None) -> Path:
+    """The built-in moving-shapes video in the DAVIS layout under ``root`` (default: the built-in datasets'
+    root), written on first use."""
+    root = Path(root) if root is not None else datasets_root() / "moving_shapes"
+    if not (root / "ImageSets").is_dir():
+        write_moving_shapes(root)
     return root

@@ -21,7 +21,7 @@ from typing import Optional, Union
 import numpy as np
 from PIL import Image
 
-from ..atomic_files import atomic_output
+from ..atomic_files import atomic_output, write_json
 from .drawing import fill_polygon, muted, saturated, shape_outline, smooth_texture
 from .generated import SplitSpec
 
@@ -121,8 +121,7 @@ def write_shapes_split(root: Union[str, os.PathLike], split: str, num_images: Op
     }
     path = annotation_file(root, split)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(coco))
+    write_json(path, coco, indent=None)
     return path
 
 

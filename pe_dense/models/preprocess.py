@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -17,6 +17,16 @@ MAX_PIXELS_VARIABLE = "PE_DENSE_MAX_IMAGE_PIXELS"
 # Every channel, on values scaled to [0, 1] (docs/encoder.md#preprocessing); exports record them.
 NORMALIZE_MEAN = 0.5
 NORMALIZE_STD = 0.5
+
+
+def parse_size(text: Optional[str], default: int) -> tuple[int, int]:
+    """(height, width) from ``"512"`` (square) or ``"480x640"``; None gives ``default`` square."""
+    if text is None:
+        return default, default
+    parts = text.lower().split("x")
+    if len(parts) > 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"size must be N or HxW with positive integers, got '{text}'")
+    return int(parts[0]), int(parts[-1])
 
 
 def load_image(path: Union[str, os.PathLike]) -> Image.Image:

@@ -9,8 +9,7 @@ from typing import Optional
 
 import torch
 
-from ..data.generated import datasets_root
-from ..data.moving_shapes import write_moving_shapes
+from ..data.moving_shapes import ensure_moving_shapes
 from ..models import build_encoder
 from ..tracking import DavisLayout, VideoTracker, track_video
 from ..tracking.evaluate import score_results, summarize, write_csv
@@ -18,14 +17,6 @@ from ..tracking.run import STATE_DIR, SUMMARY
 from .tasks import SMOKE_SHORT_SIDE
 
 IMAGE_SET = "val"
-
-
-def builtin_root() -> Path:
-    """The built-in moving-shapes video in the DAVIS layout (the smoke run's data), generated on first use."""
-    root = datasets_root() / "moving_shapes"
-    if not (root / "ImageSets").is_dir():
-        write_moving_shapes(root)
-    return root
 
 
 def check(root: Path) -> None:
@@ -44,7 +35,7 @@ def run(model: str, weights: Path, layer: int, root: Optional[Path], smoke: bool
         ) -> tuple[dict, Optional[str]]:
     """(J&F and the other DAVIS figures in percent, how much an earlier run had tracked or None). ``root``
     None: the built-in moving shapes."""
-    layout = DavisLayout(root or builtin_root())
+    layout = DavisLayout(root or ensure_moving_shapes())
     sequences = layout.sequences(IMAGE_SET)
     results = folder / "results"
     started = [s for s in sequences if (results / s / SUMMARY).exists() or (results / s / STATE_DIR).exists()]

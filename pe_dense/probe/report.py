@@ -5,11 +5,10 @@ several layers per task, ``probe_layers.png``: each task's metric against the la
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Optional
 
-from ..atomic_files import atomic_output
+from ..atomic_files import atomic_output, write_json
 from ..viz.figures import save_figure
 from .published import published, reference_model
 from .tasks import TASKS
@@ -84,8 +83,7 @@ def write_report(out: Path, model: str, weights: str, smoke: bool, rows: list[di
     table = markdown(model, weights, smoke, rows)
     summary = {"model": model, "weights": weights, "smoke": smoke, "published_for": reference_model(model),
                "rows": rows}
-    with atomic_output(out / "probe.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2))
+    write_json(out / "probe.json", summary)
     with atomic_output(out / "probe.md") as tmp:
         tmp.write_text(table)
     with atomic_output(out / "probe.csv") as tmp, open(tmp, "w", newline="") as handle:

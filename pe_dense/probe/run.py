@@ -11,15 +11,10 @@ from typing import Optional
 
 import torch
 
-from ..atomic_files import atomic_output
+from ..atomic_files import write_json
 from ..models import RandomWeightsWarning, build_encoder, save_state_dict
 from .plan import JOB_FILE, RANDOM_SEED, RESULT_FILE, ProbePlan, is_main_process
 from .report import make_row, write_report
-
-
-def _write_json(path, data: dict) -> None:
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2))
 
 
 def _draw_random_weights(plan: ProbePlan) -> None:
@@ -51,13 +46,13 @@ def run_probe(plan: ProbePlan) -> Optional[str]:
         print(f"{title}: running in {job.folder}", flush=True)
         job.folder.mkdir(parents=True, exist_ok=True)
         if main:
-            _write_json(job.folder / JOB_FILE, job.settings)
+            write_json(job.folder / JOB_FILE, job.settings)
         began = time.perf_counter()
         metrics, resumed = job.run()
         row = make_row(job.task.name, plan.config.name, plan.request.smoke, job.layers, metrics,
                        time.perf_counter() - began, resumed)
         if main:
-            _write_json(job.folder / RESULT_FILE, row)
+            write_json(job.folder / RESULT_FILE, row)
         rows.append(row)
     if not main:
         return None

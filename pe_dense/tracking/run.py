@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..atomic_files import atomic_output
+from ..atomic_files import atomic_output, write_json
 from ..data.label_maps import read_label_png, write_label_png
 from .tracker import VideoTracker
 from .video import VideoFrames, video_writer
@@ -40,11 +40,6 @@ def overlay_labels(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, a
     colors = palette[np.minimum(labels, len(palette) - 1)].astype(np.float32)
     blended = image.astype(np.float32) * (1 - alpha) + colors * alpha
     return np.where(labels[..., None] > 0, blended, image).round().astype(np.uint8)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2))
 
 
 def _check_unchanged(saved: dict, settings: dict, problem: str) -> None:
@@ -65,7 +60,7 @@ class _State:
         run_file = self.dir / "run.json"
         if not resume:
             self.dir.mkdir(parents=True, exist_ok=True)
-            _write_json(run_file, settings)
+            write_json(run_file, settings)
             return 1
         if not run_file.is_file():
             raise ValueError(f"nothing to resume in {self.dir.parent} (no {STATE_DIR}/run.json)")
@@ -153,7 +148,7 @@ def track_video(
     summary = {**settings, "frames": frame.index + 1, "tracked_now": tracked, "seconds": round(elapsed, 3),
                "fps": round(tracked / elapsed, 3) if tracked else None, "overlay": OVERLAY if overlay else None}
     state.finish()
-    _write_json(out / SUMMARY, summary)
+    write_json(out / SUMMARY, summary)
     return summary
 
 

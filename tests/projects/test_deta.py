@@ -319,11 +319,9 @@ def test_detect_cli_runs_a_deta_config(shapes_names, tmp_path):
 
     cfg = tiny_cfg(tmp_path)
     PEDetectionCheckpointer(randomize_(build(cfg), seed=1), str(tmp_path)).save("model_final")
-    image = REPO / "datasets/shapes/val/000000.png"
-    if not image.exists():
-        from detectron2.data import DatasetCatalog
+    from detectron2.data import DatasetCatalog
 
-        image = Path(DatasetCatalog.get("shapes_deta_val")[0]["file_name"])
+    image = Path(DatasetCatalog.get("shapes_deta_val")[0]["file_name"])
     overrides = [*SMALL, "dataloader.test.dataset.names=shapes_deta_val"]
     code = main(["detect", str(image), "--config", str(TINY_CONFIG), "--weights", str(tmp_path / "model_final.pth"),
                  "--out", str(tmp_path / "out"), "--device", "cpu", *[f"--set={o}" for o in overrides]])

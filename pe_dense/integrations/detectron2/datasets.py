@@ -1,6 +1,6 @@
 """The built-in shapes dataset in detectron2's DatasetCatalog, as ``shapes_train`` and ``shapes_val``.
 
-The files live under ``$DETECTRON2_DATASETS/shapes`` (detectron2's convention, default ``datasets``)
+The files live under ``$PE_DENSE_DATASETS/shapes`` (the built-in datasets' root, default ``datasets``)
 and are generated the first time a split is asked for, so any config can name the dataset on a
 fresh machine. They are read with detectron2's own COCO loader and evaluated with COCOEvaluator,
 exactly as COCO is.
@@ -16,10 +16,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
 from ...data import shapes
-
-
-def shapes_root() -> Path:
-    return Path(os.environ.get("DETECTRON2_DATASETS", "datasets")) / "shapes"
+from ...data.generated import datasets_root
 
 
 def register_shapes(root: Optional[Union[str, os.PathLike]] = None, prefix: str = "shapes",
@@ -27,7 +24,7 @@ def register_shapes(root: Optional[Union[str, os.PathLike]] = None, prefix: str 
     """Register each split (default: :data:`pe_dense.data.shapes.SPLITS`) as ``<prefix>_<split>``;
     returns the names. Registering an already registered name is a no-op.
     """
-    root = Path(root) if root is not None else shapes_root()
+    root = Path(root) if root is not None else datasets_root() / "shapes"
     names = []
     for split, spec in splits.items():
         name = f"{prefix}_{split}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -15,7 +14,7 @@ from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils.visualizer import ColorMode, Visualizer
 from PIL import Image
 
-from ...atomic_files import atomic_output
+from ...atomic_files import write_json
 from ...models import CheckpointError
 from .checkpoint import PEDetectionCheckpointer
 
@@ -79,7 +78,6 @@ def detect_images(detector: Detector, sources, out: Path, score_threshold: float
         picture = save_picture(drawn, out / f"{source.name}.png")
         images.append({"id": image_id, "name": source.name, "height": image.shape[0], "width": image.shape[1],
                        "picture": picture.name, "detections": len(instances), "shown": len(shown)})
-    with atomic_output(out / "detections.json") as tmp:
-        tmp.write_text(json.dumps(results))
+    write_json(out / "detections.json", results, indent=None)
     return {"images": images, "score_threshold": score_threshold,
             "classes": list(getattr(detector.metadata, "thing_classes", []))}
