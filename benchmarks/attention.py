@@ -11,16 +11,12 @@ timing, each bf16 way's error against float64 attention is measured (relative Fr
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
+import harness
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness  # noqa: E402
-
-from pe_dense.ops.dot_product_attention import bf16_kernel_supported  # noqa: E402
+from pe_dense.ops.dot_product_attention import bf16_kernel_supported
 
 SHAPES = {  # name -> (batch, heads, tokens, head dim)
     "T16 tracking 480x848": (1, 3, 1590, 64),

@@ -18,19 +18,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
-from pathlib import Path
 from unittest import mock
 
+import harness
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness  # noqa: E402
-
-from pe_dense.models import build_encoder, get_config, official_to_timm  # noqa: E402
-from pe_dense.models.inference import autocast, cpu_supports_bf16  # noqa: E402
-from pe_dense.ops.dot_product_attention import bf16_kernel_preferred  # noqa: E402
+from pe_dense.models import build_encoder, get_config, official_to_timm
+from pe_dense.models.inference import autocast, cpu_supports_bf16
+from pe_dense.ops.dot_product_attention import bf16_kernel_preferred
 
 SIZE = (480, 848)  # a 480x854 frame with both sides rounded to multiples of 16, as the tracker does
 

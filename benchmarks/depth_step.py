@@ -14,14 +14,10 @@ above the model and inputs (measured in a separate process).
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
+import harness
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {"linear": "configs/depth/nyu/linear_PEspatial_{}_nyu.py", "DPT": "configs/depth/nyu/dpt_PEspatial_{}_nyu.py"}
@@ -92,38 +88,24 @@ def setup_inference(model: str, head: str, device: str, amp: bool):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=["T", "S", "B", "L", "G"], default="T", help="PE-Spatial size")
-    parser.add_argument("--device", default="cpu")
+    parser = harness.step_arguments(__doc__.splitlines()[0], dict.fromkeys("TSBLG"), "T", option="--model")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast")
-    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     device = torch.device(args.device)
-    steps = {name: setup_step(args.model, name, args.device, args.amp) for name in VARIANTS}
-    seconds = harness.time_interleaved(steps, device, repeats=args.repeats)
-    if device.type == "cuda":
-        memory = {name: harness.peak_memory(step, device) for name, step in steps.items()}
-    else:
-        memory = {name: harness.cpu_peak_extra_bytes(setup_step, args.model, name, args.device, args.amp)
-                  for name in VARIANTS}
-    base = "linear (frozen)"
+    measured = harness.time_variants(setup_step, {name: (args.model, name, args.device, args.amp)
+                                                  for name in VARIANTS}, device, args.repeats)
     inference = {head: setup_inference(args.model, head, args.device, args.amp) for head in CONFIGS}
     per_image = harness.time_interleaved(inference, device, repeats=args.repeats)
-    results = {
+    base = "linear (frozen)"
+    harness.report(f"depth_step_{args.model}_{device.type}{'_amp' if args.amp else ''}", {
         "environment": harness.environment(device),
         "setting": {"configs": {k: v.format(args.model) for k, v in CONFIGS.items()}, "batch": BATCH, "crop": CROP,
                     "inference_size": list(NYU_SIZE), "amp": args.amp},
-        "seconds_per_iteration": {k: round(v, 3) for k, v in seconds.items()},
-        "time_ratio_vs_linear": {k: round(v / seconds[base], 2) for k, v in seconds.items()},
-        "peak_memory_mib": {k: round(v / 2**20) for k, v in memory.items()},
-        "memory_ratio_vs_linear": {k: round(v / max(memory[base], 1), 2) for k, v in memory.items()},
+        **measured,
+        "time_ratio_vs_linear": harness.ratios(measured["seconds_per_iteration"], base),
+        "memory_ratio_vs_linear": harness.ratios(measured["peak_memory_mib"], base),
         "inference_images_per_s_480x640": {k: round(1 / v, 2) for k, v in per_image.items()},
-    }
-    for key, value in results.items():
-        if key != "environment":
-            print(f"{key}: {value}")
-    suffix = "_amp" if args.amp else ""
-    print("saved", harness.save(f"depth_step_{args.model}_{device.type}{suffix}", results))
+    })
 
 
 if __name__ == "__main__":

@@ -14,15 +14,10 @@ above the model and inputs (measured in a separate process).
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
+import harness
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness  # noqa: E402
-from detection_step import _batch  # noqa: E402  (shapes images with their instances)
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = {
@@ -34,12 +29,12 @@ VARIANTS = {"pe_dense kernel": None, "pure-PyTorch reference": False}
 
 
 def setup_step(recipe: str, variant: str, device: str):
-    """A function running one training iteration, and the model (module level: it runs in a spawned
-    process for CPU memory peaks)."""
+    """A function running one training iteration, whose ``losses()`` gives the losses of a fixed forward pass
+    (module level: it runs in a spawned process for CPU memory peaks)."""
     from detectron2.config import LazyConfig, instantiate
     from detectron2.utils.events import EventStorage
 
-    import pe_dense.integrations.detectron2  # noqa: F401  (registers the datasets the configs name)
+    from pe_dense.integrations.detectron2 import shapes_batch  # also registers the datasets the configs name
     from pe_dense.ops import MSDeformAttn
 
     config, count, size, overrides = RECIPES[recipe]
@@ -51,7 +46,7 @@ def setup_step(recipe: str, variant: str, device: str):
             module.use_kernel = VARIANTS[variant]
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
-    batch = _batch(count, size)
+    batch = shapes_batch(count, size)
     storage = EventStorage(0)
 
     def step():
@@ -66,46 +61,31 @@ def setup_step(recipe: str, variant: str, device: str):
         with storage, torch.no_grad():
             return {k: v.item() for k, v in model(batch).items()}
 
-    return step, losses
+    step.losses = losses
+    return step
 
 
-def _step_only(recipe, variant, device):
-    return setup_step(recipe, variant, device)[0]
-
-
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", choices=sorted(RECIPES), default="tiny")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    device = torch.device(args.device)
-    built = {name: setup_step(args.recipe, name, args.device) for name in VARIANTS}
-    reference, kernel = built["pure-PyTorch reference"][1](), built["pe_dense kernel"][1]()
+def check_losses_equal(steps: dict) -> None:
+    reference, kernel = steps["pure-PyTorch reference"].losses(), steps["pe_dense kernel"].losses()
     for key, value in reference.items():
         if abs(kernel[key] - value) > 1e-4 * max(1.0, abs(value)):
             raise SystemExit(f"{key} differs: kernel {kernel[key]} vs reference {value}")
-    steps = {name: step for name, (step, _) in built.items()}
-    seconds = harness.time_interleaved(steps, device, repeats=args.repeats)
-    if device.type == "cuda":
-        memory = {name: harness.peak_memory(step, device) for name, step in steps.items()}
-    else:
-        memory = {name: harness.cpu_peak_extra_bytes(_step_only, args.recipe, name, args.device) for name in VARIANTS}
+
+
+def main():
+    args = harness.step_arguments(__doc__.splitlines()[0], RECIPES, "tiny").parse_args()
+    device = torch.device(args.device)
+    measured = harness.time_variants(setup_step, {name: (args.recipe, name, args.device) for name in VARIANTS},
+                                     device, args.repeats, check=check_losses_equal)
     config, count, size, _ = RECIPES[args.recipe]
-    base = "pe_dense kernel"
-    results = {
+    harness.report(f"deta_step_{args.recipe}_{device.type}", {
         "environment": harness.environment(device),
         "recipe": {"config": config, "batch": count, "image_size": size},
         "losses_checked_equal": True,
-        "seconds_per_iteration": {k: round(v, 3) for k, v in seconds.items()},
-        "peak_memory_mib": {k: round(v / 2**20) for k, v in memory.items()},
-        "reference_time_over_kernel": round(seconds["pure-PyTorch reference"] / seconds[base], 2),
-        "reference_memory_over_kernel": round(memory["pure-PyTorch reference"] / memory[base], 2),
-    }
-    for key in ("seconds_per_iteration", "peak_memory_mib", "reference_time_over_kernel",
-                "reference_memory_over_kernel"):
-        print(f"{key}: {results[key]}")
-    print("saved", harness.save(f"deta_step_{args.recipe}_{device.type}", results))
+        **measured,
+        "reference_time_over_kernel": harness.ratios(measured["seconds_per_iteration"], "pe_dense kernel"),
+        "reference_memory_over_kernel": harness.ratios(measured["peak_memory_mib"], "pe_dense kernel"),
+    })
 
 
 if __name__ == "__main__":

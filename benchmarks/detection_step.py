@@ -13,14 +13,10 @@ above the model and inputs (measured in a separate process).
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
+import harness
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = {
@@ -63,29 +59,13 @@ def _vitdet_backbone(cfg):
     return cfg
 
 
-def _batch(count: int, size: int):
-    """Shapes images with their instances, already in the model's input format."""
-    from detectron2.structures import BitMasks, Boxes, Instances
-
-    from pe_dense.data.shapes import render_shapes_image
-
-    batch = []
-    for index in range(count):
-        image, instances = render_shapes_image(index, seed=0, size=size)
-        masks = torch.stack([torch.from_numpy(i["mask"]) for i in instances])
-        target = Instances((size, size))
-        target.gt_masks = BitMasks(masks)
-        target.gt_boxes = Boxes(target.gt_masks.get_bounding_boxes().tensor)
-        target.gt_classes = torch.tensor([i["category"] for i in instances])
-        batch.append({"image": torch.from_numpy(image).permute(2, 0, 1).contiguous(), "instances": target})
-    return batch
-
-
 def setup_step(recipe: str, backbone: str, act_checkpoint: bool, device: str):
     """A function running one training iteration of the chosen detector (module level: it runs in a
     spawned process for CPU memory peaks)."""
     from detectron2.config import instantiate
     from detectron2.utils.events import EventStorage
+
+    from pe_dense.integrations.detectron2 import shapes_batch
 
     torch.manual_seed(0)
     cfg = _cfg(recipe, act_checkpoint)
@@ -95,7 +75,7 @@ def setup_step(recipe: str, backbone: str, act_checkpoint: bool, device: str):
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
     _, count, size = RECIPES[recipe]
-    batch = _batch(count, size)
+    batch = shapes_batch(count, size)
     amp = device == "cuda"
     storage = EventStorage(0)
 
@@ -110,36 +90,21 @@ def setup_step(recipe: str, backbone: str, act_checkpoint: bool, device: str):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", choices=sorted(RECIPES), default="tiny")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+    args = harness.step_arguments(__doc__.splitlines()[0], RECIPES, "tiny").parse_args()
     device = torch.device(args.device)
-    variants = {
-        "PE": ("PE", False),
-        "PE + activation checkpointing": ("PE", True),
-        "detectron2 ViT": ("detectron2 ViT", False),
-    }
-    steps = {name: setup_step(args.recipe, backbone, ckpt, args.device) for name, (backbone, ckpt) in variants.items()}
-    seconds = harness.time_interleaved(steps, device, repeats=args.repeats)
-    if device.type == "cuda":
-        memory = {name: harness.peak_memory(step, device) for name, step in steps.items()}
-    else:
-        memory = {name: harness.cpu_peak_extra_bytes(setup_step, args.recipe, backbone, ckpt, args.device)
-                  for name, (backbone, ckpt) in variants.items()}
+    variants = {"PE": ("PE", False), "PE + activation checkpointing": ("PE", True),
+                "detectron2 ViT": ("detectron2 ViT", False)}
+    measured = harness.time_variants(setup_step, {name: (args.recipe, backbone, ckpt, args.device)
+                                                  for name, (backbone, ckpt) in variants.items()},
+                                     device, args.repeats)
     _, count, size = RECIPES[args.recipe]
-    results = {
+    harness.report(f"detection_step_{args.recipe}_{device.type}", {
         "environment": harness.environment(device),
         "recipe": {"config": RECIPES[args.recipe][0], "batch": count, "image_size": size, "amp": device.type == "cuda"},
-        "seconds_per_iteration": {k: round(v, 3) for k, v in seconds.items()},
-        "peak_memory_mib": {k: round(v / 2**20) for k, v in memory.items()},
-        "time_ratio_vs_PE": {k: round(v / seconds["PE"], 2) for k, v in seconds.items() if k != "PE"},
-        "memory_ratio_vs_PE": {k: round(v / memory["PE"], 2) for k, v in memory.items() if k != "PE"},
-    }
-    for key in ("seconds_per_iteration", "peak_memory_mib", "time_ratio_vs_PE", "memory_ratio_vs_PE"):
-        print(f"{key}: {results[key]}")
-    print("saved", harness.save(f"detection_step_{args.recipe}_{device.type}", results))
+        **measured,
+        "time_ratio_vs_PE": harness.ratios(measured["seconds_per_iteration"], "PE"),
+        "memory_ratio_vs_PE": harness.ratios(measured["peak_memory_mib"], "PE"),
+    })
 
 
 if __name__ == "__main__":

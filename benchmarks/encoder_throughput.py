@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
-from pathlib import Path
 
+import harness
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness  # noqa: E402
-
-from pe_dense.models import build_encoder, get_config, official_to_timm  # noqa: E402
+from pe_dense.models import build_encoder, get_config, official_to_timm
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 from pathlib import Path
 
+import harness
 import onnxruntime
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness  # noqa: E402
-
-from pe_dense.export import export_encoder  # noqa: E402
-from pe_dense.models import build_encoder, get_config  # noqa: E402
+from pe_dense.export import export_encoder
+from pe_dense.models import build_encoder, get_config
 
 
 def onnx_session(path: Path) -> onnxruntime.InferenceSession:

@@ -1,7 +1,9 @@
-"""Shared benchmark plumbing: interleaved timing of alternatives, environment capture, results files.
+"""Shared benchmark plumbing: interleaved timing of alternatives, memory peaks, environment capture, results
+files.
 
 Alternatives are timed in alternation (A B A B ...) so machine drift hits all of them alike, and the
-median is reported. Results go to benchmarks/results/<name>.json with the device and versions.
+median is reported. Results go to benchmarks/results/<name>.json with the device and versions. The
+benchmarks run as scripts (``python benchmarks/NAME.py``), which puts this folder on the import path.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import statistics
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -133,6 +135,50 @@ def cpu_peak_extra_bytes(setup: Callable[..., Callable[[], object]], *args) -> i
     finally:
         del os.environ["MALLOC_MMAP_THRESHOLD_"]
     return queue.get()
+
+
+def time_variants(setup: Callable[..., Callable[[], object]], variants: dict[str, tuple], device: torch.device,
+                  repeats: int = 5, check: Optional[Callable[[dict], None]] = None) -> dict:
+    """Time named variants of one step. ``setup(*variants[name])`` builds a variant's step (a module-level
+    function: on the CPU it runs again in a spawned process, which measures the step's memory peak); ``check``
+    sees the built steps before they are timed. Returns the median seconds per call (interleaved) and the peak
+    memory in MiB (CUDA's allocator peak on a GPU; on the CPU the resident memory above the model and inputs)."""
+    steps = {name: setup(*args) for name, args in variants.items()}
+    if check is not None:
+        check(steps)
+    seconds = time_interleaved(steps, device, repeats=repeats)
+    if device.type == "cuda":
+        memory = {name: peak_memory(step, device) for name, step in steps.items()}
+    else:
+        memory = {name: cpu_peak_extra_bytes(setup, *args) for name, args in variants.items()}
+    return {"seconds_per_iteration": {k: round(v, 3) for k, v in seconds.items()},
+            "peak_memory_mib": {k: round(v / 2**20) for k, v in memory.items()}}
+
+
+def ratios(values: dict[str, float], base: str) -> dict[str, float]:
+    """Each value over ``values[base]``, the others only."""
+    return {k: round(v / max(values[base], 1e-12), 2) for k, v in values.items() if k != base}
+
+
+def report(name: str, results: dict) -> Path:
+    """Print ``results`` (but their environment) and save them (:func:`save`)."""
+    for key, value in results.items():
+        if key != "environment":
+            print(f"{key}: {value}")
+    path = save(name, results)
+    print("saved", path)
+    return path
+
+
+def step_arguments(description: str, choices: dict, default: str, option: str = "--recipe"):
+    """The command line of a step benchmark: which recipe (or model), the device, the repeats."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(option, choices=sorted(choices), default=default)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=5)
+    return parser
 
 
 def save(name: str, payload: dict) -> Path:

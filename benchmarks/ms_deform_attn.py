@@ -13,15 +13,11 @@ Shapes: batch 2, 4 levels of a 1024x1024 input at strides 8-64 (128^2 ... 16^2),
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
+import harness
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness  # noqa: E402
-
-from pe_dense.ops import kernels_available, ms_deform_attn, ms_deform_attn_reference  # noqa: E402
+from pe_dense.ops import kernels_available, ms_deform_attn, ms_deform_attn_reference
 
 LEVELS = [(128, 128), (64, 64), (32, 32), (16, 16)]
 BATCH, HEADS, CHANNELS, POINTS = 2, 8, 32, 4

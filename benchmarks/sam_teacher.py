@@ -23,20 +23,16 @@ On the CPU the process keeps freed memory for reuse, as the alignment trainer do
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
+import harness
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness  # noqa: E402
-
-from pe_dense.align.allocator import reuse_freed_memory  # noqa: E402
-from pe_dense.align.teachers import SAMCorrespondenceTeacher, point_grid  # noqa: E402
-from pe_dense.integrations.sam import build_segmenter  # noqa: E402
+from pe_dense.align.allocator import reuse_freed_memory
+from pe_dense.align.teachers import SAMCorrespondenceTeacher, point_grid
+from pe_dense.integrations.sam import build_segmenter
 
 TOKEN_GRID = (32, 32)  # PE-Spatial-L14 / G14 at 448 px
 UNCAPPED = 2**62  # a CPU memory budget that never limits the prompts per call

@@ -15,14 +15,10 @@ above the model and inputs (measured in a separate process).
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
+import harness
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = {
@@ -116,43 +112,27 @@ def setup_inference(recipe: str, mode: str, device: str):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", choices=sorted(RECIPES), default="T")
-    parser.add_argument("--device", default="cpu")
+    parser = harness.step_arguments(__doc__.splitlines()[0], RECIPES, "T")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (AmpOptimWrapper)")
-    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     device = torch.device(args.device)
     _, count, sizes = RECIPES[args.recipe]
     backbones = ["PE"] if args.recipe == "G-linear" else ["PE", "mmseg ViT"]  # mmseg's ViT has no frozen mode
-    variants = {f"{b} @ {s}": (b, s) for s in sizes for b in backbones}
-    steps = {name: setup_step(args.recipe, b, s, args.device, args.amp) for name, (b, s) in variants.items()}
-    seconds = harness.time_interleaved(steps, device, repeats=args.repeats)
-    if device.type == "cuda":
-        memory = {name: harness.peak_memory(step, device) for name, step in steps.items()}
-    else:
-        memory = {name: harness.cpu_peak_extra_bytes(setup_step, args.recipe, b, s, args.device, args.amp)
-                  for name, (b, s) in variants.items()}
+    measured = harness.time_variants(setup_step, {f"{b} @ {s}": (args.recipe, b, s, args.device, args.amp)
+                                                  for s in sizes for b in backbones}, device, args.repeats)
     results = {
         "environment": harness.environment(device),
         "recipe": {"config": RECIPES[args.recipe][0], "batch": count, "crop_sizes": list(sizes), "amp": args.amp},
-        "seconds_per_iteration": {k: round(v, 3) for k, v in seconds.items()},
-        "peak_memory_mib": {k: round(v / 2**20) for k, v in memory.items()},
+        **measured,
     }
-    if "mmseg ViT" in backbones:
-        first = f"PE @ {sizes[0]}"
-        other = f"mmseg ViT @ {sizes[0]}"
-        results["time_ratio_mmseg_vit_vs_PE"] = round(seconds[other] / seconds[first], 2)
-        results["memory_ratio_mmseg_vit_vs_PE"] = round(memory[other] / max(memory[first], 1), 2)
+    if "mmseg ViT" in backbones:  # the recipes that compare backbones have one crop size
+        results["time_ratio_vs_PE"] = harness.ratios(measured["seconds_per_iteration"], f"PE @ {sizes[0]}")
+        results["memory_ratio_vs_PE"] = harness.ratios(measured["peak_memory_mib"], f"PE @ {sizes[0]}")
         modes = {mode: setup_inference(args.recipe, mode, args.device) for mode in ("whole", "slide")}
         per_image = harness.time_interleaved(modes, device, repeats=args.repeats)
         results["inference_images_per_s_512x683"] = {k: round(1 / v, 2) for k, v in per_image.items()}
         results["inference_slide_vs_whole_time"] = round(per_image["slide"] / per_image["whole"], 2)
-    for key, value in results.items():
-        if key != "environment":
-            print(f"{key}: {value}")
-    suffix = "_amp" if args.amp else ""
-    print("saved", harness.save(f"segmentation_step_{args.recipe}_{device.type}{suffix}", results))
+    harness.report(f"segmentation_step_{args.recipe}_{device.type}{'_amp' if args.amp else ''}", results)
 
 
 if __name__ == "__main__":

@@ -22,23 +22,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
 import time
-from pathlib import Path
 from unittest import mock
 
+import harness
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness  # noqa: E402
-
-from pe_dense.tracking import LabelPropagator, PropagationConfig  # noqa: E402
-from pe_dense.tracking.dense_reference import neighbourhood_mask, propagate_labels_dense  # noqa: E402
-from pe_dense.tracking.evaluate import ObjectScore, summarize  # noqa: E402
-from pe_dense.tracking.metrics import Statistics, score_sequence  # noqa: E402
-from pe_dense.tracking.propagation import (  # noqa: E402
+from pe_dense.tracking import LabelPropagator, PropagationConfig
+from pe_dense.tracking.dense_reference import neighbourhood_mask, propagate_labels_dense
+from pe_dense.tracking.evaluate import ObjectScore, summarize
+from pe_dense.tracking.metrics import Statistics, score_sequence
+from pe_dense.tracking.propagation import (
     ScreenedMap,
     propagate_labels_exact,
     propagate_labels_screened,

@@ -14,17 +14,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
+import harness
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness  # noqa: E402
-
-from pe_dense.viz import PCAColorizer  # noqa: E402
-from pe_dense.viz.color import lab_to_linear_rgb  # noqa: E402
+from pe_dense.viz import PCAColorizer
+from pe_dense.viz.color import lab_to_linear_rgb
 
 TOKENS, CHANNELS, PICTURE = 4 * 32 * 32, 768, (1024, 1024)
 

@@ -7,10 +7,10 @@ Importing this package needs detectron2 (install it from its git repository, see
 from ...models.lr_decay import pe_backbone_blocks, pe_lr_decay_rate
 from .backbone import PEBackbone
 from .checkpoint import PEDetectionCheckpointer, find_pe_encoder, fit_pe_weights
-from .datasets import register_shapes
+from .datasets import register_shapes, shapes_batch
 from .lr_decay import pe_optimizer_params
 
 register_shapes()
 
 __all__ = ["PEBackbone", "PEDetectionCheckpointer", "find_pe_encoder", "fit_pe_weights", "pe_backbone_blocks",
-           "pe_lr_decay_rate", "pe_optimizer_params", "register_shapes"]
+           "pe_lr_decay_rate", "pe_optimizer_params", "register_shapes", "shapes_batch"]

@@ -48,3 +48,20 @@ def register_shapes(root: Optional[Union[str, os.PathLike]] = None, prefix: str 
 
 # Visualizer colours per class, distinct from each other and from the muted backgrounds.
 _THING_COLORS = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48)]
+
+
+def shapes_batch(count: int, size: int, seed: int = 0) -> list[dict]:
+    """``count`` shapes images (``size`` square) with their instances, in the input format of detectron2's
+    models in training (as its dataset mapper gives them, without augmentation)."""
+    import torch
+    from detectron2.structures import BitMasks, Boxes, Instances
+
+    batch = []
+    for index in range(count):
+        image, instances = shapes.render_shapes_image(index, seed=seed, size=size)
+        target = Instances((size, size))
+        target.gt_masks = BitMasks(torch.stack([torch.from_numpy(i["mask"]) for i in instances]))
+        target.gt_boxes = Boxes(target.gt_masks.get_bounding_boxes().tensor)
+        target.gt_classes = torch.tensor([i["category"] for i in instances])
+        batch.append({"image": torch.from_numpy(image).permute(2, 0, 1).contiguous(), "instances": target})
+    return batch
