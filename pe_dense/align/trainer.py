@@ -1,8 +1,8 @@
 """The spatial-alignment trainer (docs/alignment.md): a PE student learns from a frozen feature
 teacher (per-token cosine and/or pairwise similarity) and from SAM's mask-logit correspondences
 (pairwise similarity), with AdamW, warmup + cosine, bf16 autocast, gradient checkpointing, torch
-DDP (torchrun), periodic checkpoints that resume exactly, metrics.jsonl + TensorBoard, and at the
-end the student in the official PE ``.pt`` format."""
+DDP (torchrun), periodic checkpoints that resume exactly (:mod:`.checkpointer`), metrics.jsonl +
+TensorBoard, and at the end the student in the official PE ``.pt`` format."""
 
 from __future__ import annotations
 
@@ -26,11 +26,12 @@ from tqdm import tqdm
 from ..atomic_files import atomic_output, write_json
 from ..integrations.sam import build_segmenter
 from ..models.build import build_encoder
-from ..models.checkpoint import CheckpointError, load_torch_file, save_state_dict
+from ..models.checkpoint import save_state_dict
 from ..models.hub import resolve_weights
 from ..models.inference import autocast
 from ..models.vision_transformer import PEVisionTransformer
 from .allocator import reuse_freed_memory
+from .checkpointer import AlignCheckpointer, find_checkpoints
 from .config import AlignConfig
 from .data import EpochStreamSampler, ImageFolder, builtin_image_folder, collate
 from .losses import FeatureDistillation, pairwise_similarity_loss
@@ -38,7 +39,7 @@ from .target_cache import TargetCache
 from .teachers import FeatureTeacher, SAMCorrespondenceTeacher, pe_input
 
 logger = logging.getLogger("pe_dense.align")
-CHECKPOINT_DIR, EXPORT_NAME = "checkpoints", "student_final"
+EXPORT_NAME = "student_final"
 
 
 class AlignmentModel(nn.Module):
@@ -111,8 +112,7 @@ class AlignTrainer:
         self.rank, self.world, local_rank = _distributed()
         self.device = self._device(config.train.device, local_rank)
         self.output_dir = Path(config.train.output_dir)
-        self.checkpoint_dir = self.output_dir / CHECKPOINT_DIR
-        existing = self._checkpoints()
+        existing = find_checkpoints(self.output_dir)
         if existing and not resume:
             raise FileExistsError(f"{self.output_dir} already holds checkpoints ({existing[-1].name}): pass --resume "
                                   f"to continue that run, or choose another train.output_dir")
@@ -139,8 +139,11 @@ class AlignTrainer:
         self.dataset = self._dataset()
         self.iteration, self.batches_drawn, self.skipped_images = 0, 0, 0
         torch.manual_seed(config.train.seed + self.rank)  # per-process randomness (drop path)
+        self.checkpointer = AlignCheckpointer(self.output_dir, self.model, self.optimizer, self.scheduler,
+                                              rank=self.rank, world=self.world, device=self.device,
+                                              keep=config.train.keep_checkpoints)
         if existing:
-            self._load_checkpoint(existing[-1])
+            self._resume(existing[-1])
 
     # ------------------------------------------------------------------ building
     @staticmethod
@@ -259,7 +262,9 @@ class AlignTrainer:
             if is_main and (self.iteration % cfg.log_period == 0 or last):
                 self._log(losses, writer, time.perf_counter() - started)
             if self.iteration % cfg.checkpoint_period == 0 or last:
-                self.save_checkpoint()
+                self.checkpointer.save(self.iteration, batches_drawn=self.batches_drawn,
+                                       skipped_images=self.skipped_images,
+                                       config=json.dumps(dataclasses.asdict(self.config)))
         progress.close()
         if writer is not None:
             writer.close()
@@ -285,49 +290,11 @@ class AlignTrainer:
                 if key != "iteration":
                     writer.add_scalar(key.replace("loss_", "loss/"), value, self.iteration)
 
-    # ------------------------------------------------------------------ checkpoints
-    def _checkpoints(self) -> list[Path]:
-        return sorted(self.checkpoint_dir.glob("iter_*.pt")) if self.checkpoint_dir.is_dir() else []
-
-    def _gather_rng(self) -> dict:
-        states = {"cpu": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            states["cuda"] = torch.cuda.get_rng_state(self.device)
-        if self.world == 1:
-            return {key: [value] for key, value in states.items()}
-        gathered = [None] * self.world
-        dist.all_gather_object(gathered, states)
-        return {key: [g[key] for g in gathered] for key in states}
-
-    def save_checkpoint(self) -> None:
-        rng = self._gather_rng()  # every process takes part
-        if self.rank != 0:
-            return
-        state = {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "iteration": self.iteration,
-            "batches_drawn": self.batches_drawn, "skipped_images": self.skipped_images, "rng": rng,
-            "world_size": self.world, "config": json.dumps(dataclasses.asdict(self.config)),
-        }
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_output(self.checkpoint_dir / f"iter_{self.iteration:08d}.pt") as tmp:
-            torch.save(state, tmp)
-        for old in self._checkpoints()[: -self.config.train.keep_checkpoints]:
-            old.unlink()
-
-    def _load_checkpoint(self, path: Path) -> None:
-        state = load_torch_file(path)
-        if state.get("world_size") != self.world:
-            raise CheckpointError(f"{path} was written by {state.get('world_size')} processes, this run has "
-                                  f"{self.world}: resume with the same number (the data order depends on it)")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+    # ------------------------------------------------------------------ resuming
+    def _resume(self, path: Path) -> None:
+        state = self.checkpointer.load(path)
         self.iteration, self.batches_drawn = state["iteration"], state["batches_drawn"]
         self.skipped_images = state["skipped_images"]
-        torch.set_rng_state(state["rng"]["cpu"][self.rank])
-        if self.device.type == "cuda" and "cuda" in state["rng"]:
-            torch.cuda.set_rng_state(state["rng"]["cuda"][self.rank], self.device)
         if self.rank == 0:
             self._forget_metrics_after(self.iteration)
         logger.info("resumed from %s at iteration %d", path, self.iteration)

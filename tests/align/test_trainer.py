@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from pe_dense.align.checkpointer import find_checkpoints
 from pe_dense.align.config import load_config
 from pe_dense.align.data import EpochStreamSampler
 from pe_dense.align.trainer import AlignTrainer
@@ -93,6 +94,18 @@ def test_crash_and_resume_reproduces_the_uninterrupted_run(image_folder, tmp_pat
         assert torch.equal(value, expected[key]), key
     assert [r["iteration"] for r in _metrics(tmp_path)] == [1, 2, 3, 4, 5, 6]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["iter_00000004.pt", "iter_00000006.pt"]
+
+
+def test_checkpoints_keep_their_format_and_the_newest_few(uninterrupted):
+    """What resumes a run, as every release has written it (older checkpoints resume too)."""
+    trainer, _ = uninterrupted
+    saved = find_checkpoints(trainer.output_dir)
+    assert [p.name for p in saved] == ["iter_00000004.pt", "iter_00000006.pt"]  # keep_checkpoints=2
+    state = torch.load(saved[-1], weights_only=True)
+    assert set(state) == {"model", "optimizer", "scheduler", "iteration", "batches_drawn", "skipped_images", "rng",
+                          "world_size", "config"}
+    assert state["iteration"] == 6 and state["batches_drawn"] == 6 and state["world_size"] == 1
+    assert json.loads(state["config"])["train"]["iters"] == 6
 
 
 def test_exported_student_loads_as_an_official_checkpoint_with_no_missing_keys(uninterrupted):
