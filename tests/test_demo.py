@@ -42,15 +42,23 @@ def test_a_skipped_stage_says_why_and_a_failed_one_sets_the_exit_status(demo, tm
               demo.Stage("broken", "fails", broken), demo.Stage("after", "still runs", good)]
     monkeypatch.setattr(demo, "STAGES", stages)
     assert demo.main(["--out", str(tmp_path), "--stages", "good,absent,after"]) == 0
+    rows = summary(tmp_path)
+    assert rows["good"]["status"] == "ran" and rows["good"]["detail"] == "figure 1.0"
+    assert rows["good"]["outputs"] == str(tmp_path / "good")
+    assert rows["absent"] == {"stage": "absent", "status": "skipped", "detail": "X is missing", "seconds": 0.0,
+                              "outputs": None}
     table = capsys.readouterr().out.split("=" * 100)[-1]
-    rows = {line.split()[0]: line for line in table.splitlines()[3:-1]}
-    assert "ran" in rows["good"] and "figure 1.0" in rows["good"] and str(tmp_path / "good") in rows["good"]
-    assert "skipped" in rows["absent"] and "X is missing" in rows["absent"]
+    assert all(name in table for name in rows) and "X is missing" in table  # the printed table says the same
     assert demo._cell("why " * 40).endswith("... (see above)") and len(demo._cell("why " * 40)) == 90
     assert demo.main(["--out", str(tmp_path)]) == 1
-    rows = {line.split()[0]: line for line in capsys.readouterr().out.split("=" * 100)[-1].splitlines()[3:-1]}
-    assert "failed" in rows["broken"] and "exited with status 3" in rows["broken"]
-    assert "ran" in rows["after"] and (tmp_path / "after" / "picture.png").exists()
+    rows = summary(tmp_path)
+    assert rows["broken"]["status"] == "failed" and "exited with status 3" in rows["broken"]["detail"]
+    assert rows["after"]["status"] == "ran" and (tmp_path / "after" / "picture.png").exists()
+
+
+def summary(out: Path) -> dict:
+    """The demo's summary.json, by stage."""
+    return {row["stage"]: row for row in json.loads((out / "summary.json").read_text())}
 
 
 def test_detection_is_skipped_with_how_to_install_detectron2_when_pip_cannot_reach_it(demo, tmp_path, monkeypatch):
@@ -89,16 +97,17 @@ def test_the_features_and_tracking_stages_type_their_commands_and_report_what_th
     monkeypatch.setattr(demo.Context, "run", outputs_of)
     assert demo.main(["--stages", "features,tracking", "--out", str(tmp_path)]) == 0
     assert typed == ["pe-dense features", "pe-dense viz", "pe-dense track", "python tools/eval_davis.py --davis"]
-    table = capsys.readouterr().out.split("=" * 100)[-1]
-    assert "3 images, 192 x 32 x 32 features each" in table and "J&F 0.750 (J 0.700, F 0.800)" in table
+    rows = summary(tmp_path)
+    assert rows["features"]["detail"] == "3 images, 192 x 32 x 32 features each; PCA and LCh pictures"
+    assert rows["tracking"]["detail"].startswith("J&F 0.750 (J 0.700, F 0.800)")
 
 
 @pytest.mark.slow
-def test_the_features_and_tracking_stages_end_to_end(demo, tmp_path, capsys):
+def test_the_features_and_tracking_stages_end_to_end(demo, tmp_path):
     assert demo.main(["--stages", "features,tracking", "--out", str(tmp_path)]) == 0
-    table = capsys.readouterr().out.split("=" * 100)[-1]
-    assert "3 images, 192 x 32 x 32 features each" in table
-    j_and_f = float(table.split("J&F ")[1].split()[0])
+    rows = summary(tmp_path)
+    assert rows["features"]["detail"].startswith("3 images, 192 x 32 x 32 features each")
+    j_and_f = float(rows["tracking"]["detail"].split()[1])
     assert 0.5 < j_and_f <= 1.0  # random weights still follow the shapes by colour
     assert len(list((tmp_path / "features" / "features").glob("*_pca.png"))) == 3
     assert list((tmp_path / "features" / "pictures").glob("*.png"))

@@ -9,8 +9,8 @@ the command a user would type, then a table: stage, ran or skipped (why), headli
 Without ``--weights`` the models start from random weights (nothing is downloaded). A stage whose
 dependency cannot be installed (detectron2, which only installs from its git repository) is skipped
 with the reason and how to install it; the exit status is non-zero only when a stage that could run failed.
-Each stage writes under ``<out>/<stage>`` (replaced on every run); data is generated under ``datasets/``
-(``$PE_DENSE_DATASETS``).
+Each stage writes under ``<out>/<stage>`` (replaced on every run), and ``<out>/summary.json`` holds the
+table's rows; data is generated under ``datasets/`` (``$PE_DENSE_DATASETS``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from pe_dense.atomic_files import write_json
 from pe_dense.data.generated import datasets_root
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +37,7 @@ SAMPLES = ["sample:astronaut", "sample:chelsea", "sample:coffee"]
 DETECTION_CONFIG = "configs/detection/shapes/mask_rcnn_PEspatial_T_shapes.py"
 SEGMENTATION_CONFIG = "configs/segmentation/scenes/upernet_PEspatial_T_scenes.py"
 DEPTH_CONFIG = "configs/depth/scenes/dpt_PEspatial_T_scenes.py"
+SUMMARY = "summary.json"  # the table's rows, for scripts: stage, status, detail (headline or why), seconds, outputs
 DETECTRON2_HELP = ("install it from a clone with `.venv/bin/pip install --no-build-isolation path/to/detectron2` (or "
                    "`.venv/bin/pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git'`"
                    "), then run `make demo STAGES=detection`")
@@ -260,6 +262,8 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     outcomes = run_stages(stages, Context(out, weights))
     print(f"\n{'=' * 100}\n{summary_table(outcomes)}")
+    write_json(out / SUMMARY, [{"stage": o.stage.name, "status": o.status, "detail": o.detail,
+                                "seconds": round(o.seconds, 1), "outputs": o.folder or None} for o in outcomes])
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 
