@@ -57,8 +57,8 @@ def test_export_equals_pytorch_at_native_and_off_native_sizes(tmp_path, name, fo
 def test_command_exports_a_fixed_size_onnx_file_with_its_manifest(tmp_path, t16_weights, monkeypatch, capsys):
     monkeypatch.setenv("PE_DENSE_WEIGHTS", str(t16_weights.parent))  # --weights hub finds the file there
     out = tmp_path / "t16.onnx"
-    assert main(["export", MODEL, "--weights", "hub", "--format", "onnx", "--size", "128x192", "--layers", "-10",
-                 "0", "--out", str(out)]) == 0
+    assert main(["export", MODEL, "--weights", "hub", "--format", "onnx", "--size", "128x192", "--layers", "-10,0",
+                 "--out", str(out)]) == 0
     assert "agrees with PyTorch" in capsys.readouterr().out
     manifest = json.loads((tmp_path / "t16.onnx.json").read_text())
     assert manifest["model"] == MODEL and manifest["weights"] == "hub" and manifest["format"] == "onnx"
@@ -118,7 +118,7 @@ def test_existing_output_is_replaced_only_with_force(tmp_path, t16_weights, caps
 @pytest.mark.parametrize("args, message", [
     (["--size", "100"], "not a positive multiple of the patch size 16"),
     (["--layers", "12"], "layer 12 is out of range for a 12-block model"),
-    (["--layers", "-1", "11"], "name the same block twice"),
+    (["--layers", "-1,11"], "name the same block twice"),
     (["--pooled"], "has no CLIP embedding to export (only PE-Core models do)"),
     (["--weights", "nope.pt"], "'nope.pt' does not exist"),
 ])

@@ -84,7 +84,7 @@ class Stage:
 def features(ctx: Context, out: Path) -> str:
     ctx.pe_dense("features", *SAMPLES, "--model", MODEL, *ctx.weights_args, "--out", str(out / "features"), "--force")
     ctx.pe_dense("viz", *SAMPLES, "--model", MODEL, *ctx.weights_args, "--mode", "lch", "--fit", "all",
-                 "--layers", "3", "7", "-1", "--out", str(out / "pictures"), "--force")
+                 "--layers", "3,7,-1", "--out", str(out / "pictures"), "--force")
     images = json.loads((out / "features" / "features.json").read_text())["images"]
     channels, rows, cols = images[0]["shape"]
     return f"{len(images)} images, {channels} x {rows} x {cols} features each; PCA and LCh pictures"

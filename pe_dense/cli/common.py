@@ -47,6 +47,23 @@ def build_encoder(args: argparse.Namespace):
     return encoder
 
 
+def encoder_on_images(args: argparse.Namespace, manifest_name: str):
+    """What a command that runs the encoder on images (features, viz) needs: (encoder, images, input size),
+    once the images, the size and ``--out`` are checked and the model is built."""
+    from ..data.image_sources import find_images
+    from ..models import get_config
+    from ..models.preprocess import parse_size
+
+    config = get_config(args.model)
+    sources = find_images(args.images)
+    size = parse_size(args.size, config.image_size)
+    check_out(args.out, sources, [manifest_name], args.force)
+    warn_if_huge(config, size, args.batch_size)
+    encoder = build_encoder(args)
+    encoder.token_grid(*size)  # fail before any work
+    return encoder, sources, size
+
+
 def warn_if_huge(config, size: tuple[int, int], batch_size: int) -> None:
     """A loud note when the input has far more tokens than the model was trained at: attention grows
     with the square of the token count, so such a run can take very long with no output."""

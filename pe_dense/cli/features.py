@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..atomic_files import write_json
-from .common import build_encoder, check_out, warn_if_huge, weights_name
+from .common import encoder_on_images, weights_name
 from .options import add_image_arguments, add_model_arguments, add_output_options
 
 HELP = "save dense features and a PCA picture per image"
@@ -22,19 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..data.image_sources import find_images
     from ..feature_extraction import iter_features, save_outputs
-    from ..models import get_config
-    from ..models.preprocess import parse_size
 
-    config = get_config(args.model)
-    sources = find_images(args.images)
-    size = parse_size(args.size, config.image_size)
-    check_out(args.out, sources, ["features.json"], args.force)
-    warn_if_huge(config, size, args.batch_size)
-    encoder = build_encoder(args)
-    encoder.token_grid(*size)  # fail before any work
-    encoder.layer_index(args.layer)
+    encoder, sources, size = encoder_on_images(args, "features.json")
+    encoder.layer_index(args.layer)  # fail before any work
     args.out.mkdir(parents=True, exist_ok=True)
     written = []
     results = iter_features(encoder, sources, size=size, layer=args.layer, batch_size=args.batch_size,

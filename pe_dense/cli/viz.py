@@ -6,7 +6,7 @@ import argparse
 
 from ..arguments import CommaList, positive_int
 from ..atomic_files import write_json
-from .common import UsageError, build_encoder, check_out, warn_if_huge, weights_name
+from .common import UsageError, encoder_on_images, weights_name
 from .options import add_image_arguments, add_model_arguments, add_output_options, numbers
 
 HELP = "pictures of feature maps: PCA colours or token correspondence, per layer"
@@ -29,20 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.image_sources import find_images
-    from ..models import get_config
-    from ..models.preprocess import parse_size
     from ..viz.pictures import write_pictures
 
     if args.point is not None and args.mode != "corr":
         raise UsageError("--point chooses the query token of --mode corr")
-    config = get_config(args.model)
-    sources = find_images(args.images)
-    size = parse_size(args.size, config.image_size)
-    check_out(args.out, sources, ["viz.json"], args.force)
-    warn_if_huge(config, size, args.batch_size)
-    encoder = build_encoder(args)
-    encoder.token_grid(*size)  # fail before any work
+    encoder, sources, size = encoder_on_images(args, "viz.json")
     written = write_pictures(encoder, sources, args.out, size=size, layers=args.layers, mode=args.mode, fit=args.fit,
                              point=args.point, batch_size=args.batch_size, precision=args.precision,
                              sweep_height=args.panel_height)

@@ -25,7 +25,7 @@ def photo(tmp_path):
 def test_pca_sweep_with_a_shared_fit_gives_the_library_pictures(tmp_path, t16_weights, photo):
     out = tmp_path / "out"
     assert main(["viz", "sample:chelsea", str(photo), "--model", MODEL, "--weights", str(t16_weights),
-                 "--layers", "-1", "3", "--mode", "lch", "--fit", "first", "--size", "128", "--out", str(out)]) == 0
+                 "--layers", "-1,3", "--mode", "lch", "--fit", "first", "--size", "128", "--out", str(out)]) == 0
     manifest = json.loads((out / "viz.json").read_text())
     assert manifest["mode"] == "lch" and manifest["fit"] == "first" and manifest["layers"] == [-1, 3]
     assert manifest["images"][1] == {"name": "photo", "pictures": ["photo_block11_lch.png", "photo_block3_lch.png"],
@@ -57,7 +57,7 @@ def test_correspondence_of_an_image_with_itself(tmp_path, t16_weights, photo):
 @pytest.mark.parametrize("args, message", [
     (["--point", "10,10"], "--point chooses the query token of --mode corr"),
     (["--mode", "corr", "--point", "500,10"], "point (500.0, 10.0) is outside the 451x300 image"),
-    (["--layers", "-1", "12"], "layer 12 is out of range"),
+    (["--layers", "-1,12"], "layer 12 is out of range"),
     (["--size", "100"], "not a positive multiple of the patch size 16"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, args, message):
