@@ -8,6 +8,9 @@ with ``pip install --no-build-isolation -e .`` so the extension builds against t
 
 import glob
 import os
+import re
+import shutil
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
@@ -40,11 +43,32 @@ def ops_extensions():
     return [extension], {"build_ext": BuildExtension.with_options(use_ninja=True)}
 
 
+def shipped_configs() -> list[str]:
+    """Link each folder of configs/, and projects/DETA/configs as DETA, into pe_dense/configs (copy them where
+    links cannot be made), as detectron2 links its model zoo's configs into its package; the package data are
+    the files under them. From an unpacked source release the folders are there already."""
+    package = Path("pe_dense/configs")
+    sources = {p.name: p for p in sorted(Path("configs").glob("*")) if p.is_dir()}
+    if Path("projects/DETA/configs").is_dir():
+        sources["DETA"] = Path("projects/DETA/configs")
+    for name, source in sources.items():
+        link = package / name
+        if link.is_symlink():
+            link.unlink()
+        elif link.is_dir():
+            shutil.rmtree(link)
+        try:
+            link.symlink_to(os.path.relpath(source, package), target_is_directory=True)
+        except OSError:
+            shutil.copytree(source, link)
+    return [os.path.relpath(path, package) for path in glob.glob(f"{package}/*/**/*.py", recursive=True)]
+
+
 ext_modules, cmdclass = ops_extensions()
 
 setup(
     name="pe_dense",
-    version="0.1.0",
+    version=re.search(r'__version__ = "([^"]+)"', open("pe_dense/__init__.py").read()).group(1),
     description="Dense prediction toolkit on Meta's Perception Encoder (PE-Spatial, PE-Core, PE-Lang)",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
@@ -53,7 +77,7 @@ setup(
     # projects/DETA's package installs beside pe_dense so its configs and `pe-dense detect` find it.
     packages=find_packages(include=["pe_dense", "pe_dense.*"]) + ["pe_deta"],
     package_dir={"pe_deta": "projects/DETA/pe_deta"},
-    package_data={"pe_dense": ["ops/csrc/**/*"]},
+    package_data={"pe_dense": ["ops/csrc/**/*"], "pe_dense.configs": shipped_configs()},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
     install_requires=[

@@ -10,6 +10,6 @@ from .models import (
     preprocess,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the one place the version is written: setup.py reads it here
 __all__ = ["PEVisionConfig", "PEVisionTransformer", "build_encoder", "get_config", "list_models", "load_image",
            "preprocess"]

@@ -6,6 +6,7 @@
     python tools/train_net.py --config-file ... --eval-only train.init_checkpoint=PATH
     python tools/train_net.py --config-file ... --resume        # continue from output_dir's last checkpoint
     python tools/train_net.py --config-file ... --eval-only --tta   # with the config's test-time augmentation
+    python tools/train_net.py --config-file pe_dense:detection/shapes/mask_rcnn_PEspatial_T_shapes.py  # shipped
 
 Several machines: the same command on each with --num-machines N --machine-rank R
 --dist-url tcp://HOST:PORT (detectron2's launch, torch DDP). Checkpoints are read with
@@ -33,6 +34,7 @@ from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
+from pe_dense import configs
 from pe_dense.atomic_files import write_json
 from pe_dense.integrations.detectron2 import PEDetectionCheckpointer
 
@@ -99,7 +101,7 @@ def argument_parser():
 
 
 def main(args) -> None:
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(str(configs.resolve(args.config_file))), args.opts)
     if args.tta and not args.eval_only:
         sys.exit("error: --tta is an evaluation option: add --eval-only")
     if args.tta and "_target_" not in cfg.get("tta", {}):

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+from .. import configs
 from ..integrations.sam import MASK_CHOICES, SAM_FAMILIES
 from ..models.configs import get_config
 
@@ -180,9 +181,10 @@ class AlignConfig:
 def load_config(path: Union[str, os.PathLike], overrides: Sequence[str] = ()) -> AlignConfig:
     """The ``config`` defined by a Python config file, with ``key.sub=value`` overrides applied
     (values are Python literals; anything else is taken as a string), validated."""
-    path = Path(path)
-    if not path.is_file():
-        raise AlignConfigError(f"config file {path} does not exist")
+    try:
+        path = configs.resolve(path)
+    except FileNotFoundError as e:
+        raise AlignConfigError(str(e)) from None
     config = runpy.run_path(str(path)).get("config")
     if not isinstance(config, AlignConfig):
         raise AlignConfigError(f"{path} must define `config = AlignConfig(...)`")

@@ -11,11 +11,11 @@ from typing import Optional, Sequence
 
 from .. import __version__
 from ..arguments import ArgumentParser, check_precision_argument
-from . import convert, depth, detect, export, features, models, probe, segment, track, viz
+from . import configs, convert, depth, detect, export, features, models, probe, segment, track, viz
 from .common import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 
 COMMANDS = {"features": features, "viz": viz, "track": track, "detect": detect, "segment": segment, "depth": depth,
-            "probe": probe, "convert": convert, "export": export, "models": models}
+            "probe": probe, "convert": convert, "export": export, "models": models, "configs": configs}
 DEBUG_VARIABLE = "PE_DENSE_DEBUG"  # set to 1: the traceback of an error, before its one-line message
 
 

@@ -12,7 +12,7 @@ HELP = "run a trained depth estimator (mmsegmentation config) on images"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_trained_model_arguments(parser, "estimator's config", "configs/depth/scenes/dpt_PEspatial_T_scenes.py",
+    add_trained_model_arguments(parser, "estimator's config", "depth/scenes/dpt_PEspatial_T_scenes.py",
                                 "trained checkpoint (e.g. outputs/.../iter_600.pth)")
     parser.add_argument("--ply", action="store_true", help="also write each image's point cloud (binary PLY)")
     parser.add_argument("--focal", type=float, help="the point cloud camera's focal length in pixels (default: "

@@ -13,7 +13,7 @@ HELP = "run a trained detector (detectron2 LazyConfig) on images"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_trained_model_arguments(
-        parser, "detector's LazyConfig", "configs/detection/shapes/mask_rcnn_PEspatial_T_shapes.py",
+        parser, "detector's LazyConfig", "detection/shapes/mask_rcnn_PEspatial_T_shapes.py",
         "trained detector checkpoint (e.g. outputs/.../model_final.pth), or hf://repo:file")
     parser.add_argument("--score-threshold", type=float, default=0.5, help="draw detections with at least this score")
 

@@ -47,7 +47,9 @@ def add_trained_model_arguments(parser: argparse.ArgumentParser, config_kind: st
     """The arguments of the commands that run a model trained from a config on images (detect, segment,
     depth); each adds its own options."""
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders of images, or sample:NAME")
-    parser.add_argument("--config", type=Path, required=True, help=f"the {config_kind}, e.g. {config_example}")
+    parser.add_argument("--config", type=Path, required=True,
+                        help=f"the {config_kind}: a file, or pe_dense:NAME for a shipped one (pe-dense configs), "
+                             f"e.g. pe_dense:{config_example}")
     parser.add_argument("--weights", required=True, help=weights_help)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override (repeatable)")

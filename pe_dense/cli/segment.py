@@ -13,7 +13,7 @@ HELP = "run a trained segmenter (mmsegmentation config) on images"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_trained_model_arguments(
-        parser, "segmenter's config", "configs/segmentation/scenes/upernet_PEspatial_T_scenes.py",
+        parser, "segmenter's config", "segmentation/scenes/upernet_PEspatial_T_scenes.py",
         "trained checkpoint (e.g. outputs/.../iter_1000.pth)")
 
 

@@ -67,9 +67,6 @@ def prepare(task: Task, config: PEVisionConfig, weights: Path, layers: tuple[int
     from ..integrations.mmseg.training import check_datasets, load_config
 
     path = task.config_path(model_size(config.name), smoke)
-    if not path.is_file():
-        raise FileNotFoundError(f"the {task.name} probe's config {path} is missing: pe-dense probe runs the "
-                                f"repository's configs/ (a source checkout, installed with pip install -e)")
     processes = int(os.environ.get("WORLD_SIZE", "1")) if launcher != "none" else 1  # torchrun sets WORLD_SIZE
     cfg = load_config(str(path), work_dir=str(work_dir), resume=True, launcher=launcher,
                       cfg_options=overrides(task, config, weights, layers, data, smoke, processes))

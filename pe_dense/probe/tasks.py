@@ -7,10 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .. import configs
 from ..models import PEVisionConfig, stage_end_blocks
-
-# The repository's configs: the probe runs the project's own linear-probe configs (a source checkout).
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 # The probes' total training batch (docs/protocols.md#ade20k-linear-probe; the depth probe's too): the configs
 # give 2 per GPU for 8 GPUs, the probe splits it over however many processes run.
@@ -39,7 +37,7 @@ class Task:
     metric_label: str
     decimals: int
     protocol_layers: Callable[[PEVisionConfig], tuple[int, ...]]  # the blocks the protocol reads
-    config: str = ""  # mmsegmentation config under configs/, per size ({size}: T, S, B, L or G); "" for DAVIS
+    config: str = ""  # the shipped mmsegmentation config (pe_dense.configs) per size ({size}: T, S, B, L or G)
     smoke_config: str = ""
 
     @property
@@ -47,7 +45,7 @@ class Task:
         return bool(self.config)
 
     def config_path(self, size: str, smoke: bool) -> Path:
-        return CONFIGS / (self.smoke_config if smoke else self.config.format(size=size))
+        return configs.get(self.smoke_config if smoke else self.config.format(size=size))
 
 
 TASKS = {task.name: task for task in (

@@ -14,6 +14,7 @@ from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils.visualizer import ColorMode, Visualizer
 from PIL import Image
 
+from ... import configs
 from ...atomic_files import write_json
 from ...models import CheckpointError
 from .checkpoint import PEDetectionCheckpointer
@@ -27,9 +28,7 @@ class Detector:
     """
 
     def __init__(self, config_file: str, weights: str, overrides: Sequence[str] = (), device: str = "cpu"):
-        if not Path(config_file).is_file():
-            raise FileNotFoundError(f"config file '{config_file}' does not exist")
-        cfg = LazyConfig.apply_overrides(LazyConfig.load(config_file), list(overrides))
+        cfg = LazyConfig.apply_overrides(LazyConfig.load(str(configs.resolve(config_file))), list(overrides))
         absent = [key for key in ("model", "dataloader") if key not in cfg]
         if absent:
             raise ValueError(f"{config_file} is not a detector config: it defines no {' and no '.join(absent)}")

@@ -15,6 +15,7 @@ from mmengine.registry import init_default_scope
 from mmseg.registry import DATASETS, MODELS
 from PIL import Image, ImageDraw
 
+from ... import configs
 from ...atomic_files import atomic_output
 from ...data.label_maps import write_label_png
 from ...models import CheckpointError
@@ -33,9 +34,7 @@ class Predictor:
     task = ""
 
     def __init__(self, config_file: str, weights: str, overrides: Optional[dict] = None, device: str = "cpu"):
-        if not Path(config_file).is_file():
-            raise FileNotFoundError(f"config file '{config_file}' does not exist")
-        cfg = Config.fromfile(config_file)
+        cfg = Config.fromfile(str(configs.resolve(config_file)))
         cfg.merge_from_dict({"model.backbone.weights": None, **(overrides or {})})  # the checkpoint has them
         init_default_scope(cfg.get("default_scope", "mmseg"))
         checkpoint = load_from_local_safely(str(weights))

@@ -15,6 +15,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 from mmseg.registry import DATASETS
 
+from ... import configs
 from .datasets import PEDepthScenesDataset, PEScenesDataset
 
 logger = logging.getLogger(__name__)
@@ -27,8 +28,7 @@ def load_config(config: str, *, work_dir: Optional[str] = None, cfg_options: Opt
     """The config with the tool's options applied: work dir (default ``outputs/<config name>``),
     overrides, AMP (only on CUDA; float32 otherwise, with a warning), resume from the work dir's last
     checkpoint, the distributed launcher (gloo without CUDA), and ``checkpoint`` to test."""
-    if not Path(config).is_file():
-        raise FileNotFoundError(f"config file '{config}' does not exist")
+    config = str(configs.resolve(config))
     cfg = Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
