@@ -30,7 +30,7 @@ CUDA_HOME ?= $(wildcard /usr/local/cuda)
 TORCH_CUDA_ARCH_LIST ?= 8.0;9.0
 
 .PHONY: install mmcv-wheel lint demo features-demo tracking-demo detection-demo seg-demo depth-demo align-demo test \
-	test-slow clean
+	test-slow wheel-check clean
 
 $(STAMP): setup.py pyproject.toml $(CSRC)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -98,6 +98,10 @@ test: $(STAMP)
 # The slow tier: learning runs of minutes that reach a score from random weights, the demo's stages end to end.
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest tests -m slow --durations=0
+
+# The wheel, installed outside the checkout, runs the commands (CI runs it after the tests).
+wheel-check: $(STAMP)
+	.ci/wheel_smoke
 
 clean:
 	rm -rf $(VENV) build outputs pe_dense/_C*.so

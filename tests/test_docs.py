@@ -1,5 +1,6 @@
 """The facts the code relies on live in docs/: every citation of a docs page (and heading) from code,
-configs, tests and the README resolves, and nothing cites a file outside the repository."""
+configs, tests and the README resolves, every link of the README and the docs reaches a file (and heading)
+of the repository, and nothing cites a file outside the repository."""
 
 import re
 from pathlib import Path
@@ -42,3 +43,30 @@ def test_nothing_cites_notes_outside_the_repository():
 def test_the_anchor_rule_matches_github():
     page = ROOT / "docs" / "detection.md"
     assert "vitdet-mask-r-cnn" in _anchors(page)
+
+
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+PAGES = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md")),
+         *sorted((ROOT / "projects").rglob("README.md"))]
+
+
+def test_every_link_of_the_readme_and_docs_resolves():
+    checked, broken = 0, []
+    for page in PAGES:
+        for target in LINK.findall(page.read_text()):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            checked += 1
+            path, _, anchor = target.partition("#")
+            resolved = (page.parent / path).resolve() if path else page
+            if not resolved.exists() or (anchor and (resolved.suffix != ".md" or anchor not in _anchors(resolved))):
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+    assert checked > 20 and not broken, broken
+
+
+def test_the_link_check_sees_a_broken_link(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# Title\n[there](#title) [gone](missing.md) [nowhere](#no-such-heading)\n")
+    found = [t for t in LINK.findall(page.read_text())]
+    assert found == ["#title", "missing.md", "#no-such-heading"]
+    assert "title" in _anchors(page) and "no-such-heading" not in _anchors(page)
