@@ -1,5 +1,8 @@
-# `make demo` and `make test` set everything up in .venv on first use (and again when setup.py,
-# pyproject.toml or the C++/CUDA sources change); later runs go straight to the job.
+# `make demo` and `make test` set up .venv on first use (and again when setup.py, pyproject.toml or the C++/CUDA
+# sources change), in stages: the core (torch, pe_dense and its kernels: a few minutes), then mmsegmentation's
+# stack (mmcv built from source once per machine: ~10 minutes on 2 cores), then the test tools. `make demo`
+# needs the core only: its segmentation and depth stages build the mmseg stack when they reach it, after the
+# features and tracking stages have shown their results.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -16,34 +19,49 @@ MMCV_VERSION := 2.1.0
 MMSEG_SPEC := mmengine==0.10.7 mmsegmentation==1.2.2
 WHEEL_CACHE ?= $(HOME)/.cache/pe_dense/wheels/$(subst ==,-,$(firstword $(TORCH_SPEC)))
 MMCV_WHEEL = $(firstword $(wildcard $(WHEEL_CACHE)/mmcv-$(MMCV_VERSION)-*.whl))
+CORE := $(VENV)/.pe_dense-core
+MMSEG := $(VENV)/.pe_dense-mmseg
 STAMP := $(VENV)/.pe_dense-installed
 CSRC := $(shell find pe_dense/ops/csrc -type f)
-# make demo [STAGES=features,tracking,detection,segmentation,depth] [WEIGHTS=PE-Spatial-T16-512.pt]
+# make demo [STAGES=features,tracking,detection,segmentation,depth] [WEIGHTS=PE-Spatial-T16-512.pt] [FULL=1]
 STAGES ?=
 WEIGHTS ?=
-DEMO := $(BIN)/python tools/demo.py $(if $(WEIGHTS),--weights $(WEIGHTS))
+FULL ?=
+DEMO := $(BIN)/python tools/demo.py $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(FULL),--full)
 
 # The CUDA kernels are compiled wherever nvcc exists, GPU or not, so a kernel that does not compile
 # fails the build (and CI). FORCE_CUDA=0 skips them.
 FORCE_CUDA ?= $(if $(shell command -v nvcc 2>/dev/null),1,0)
 CUDA_HOME ?= $(wildcard /usr/local/cuda)
 TORCH_CUDA_ARCH_LIST ?= 8.0;9.0
+PE_DENSE := FORCE_CUDA=$(FORCE_CUDA) CUDA_HOME=$(CUDA_HOME) TORCH_CUDA_ARCH_LIST="$(TORCH_CUDA_ARCH_LIST)" \
+	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install -q --no-build-isolation -e
 
-.PHONY: install mmcv-wheel lint demo features-demo tracking-demo detection-demo seg-demo depth-demo align-demo test \
-	test-slow wheel-check clean
+.PHONY: install mmseg mmcv-wheel lint demo features-demo tracking-demo detection-demo seg-demo depth-demo align-demo \
+	test test-slow wheel-check clean
 
-$(STAMP): setup.py pyproject.toml $(CSRC)
+$(CORE): setup.py pyproject.toml $(CSRC)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip "setuptools<81" wheel ninja
 	$(BIN)/python -m pip install -q $(TORCH_SPEC)
+	$(PE_DENSE) .
+	touch $@
+
+$(MMSEG): $(CORE)
 	$(MAKE) --no-print-directory mmcv-wheel
 	$(BIN)/python -m pip install -q --no-deps $(WHEEL_CACHE)/mmcv-$(MMCV_VERSION)-*.whl $(MMSEG_SPEC)
+	$(PE_DENSE) ".[mmseg]"
+	touch $@
+
+$(STAMP): $(MMSEG)
 	FORCE_CUDA=0 $(BIN)/python -m pip install -q --no-build-isolation $(PEER_SPEC)
-	FORCE_CUDA=$(FORCE_CUDA) CUDA_HOME=$(CUDA_HOME) TORCH_CUDA_ARCH_LIST="$(TORCH_CUDA_ARCH_LIST)" SAM2_BUILD_CUDA=0 \
-		$(BIN)/python -m pip install -q --no-build-isolation -e ".[dev,mmseg]"
+	$(PE_DENSE) ".[dev,mmseg]"
 	touch $@
 
 install: $(STAMP)
+
+# mmsegmentation's stack alone (the demo's segmentation and depth stages run this when they need it).
+mmseg: $(MMSEG)
 
 # mmcv with its compiled ops, built against the venv's torch (about 10 minutes on 2 cores, once per machine).
 mmcv-wheel:
@@ -62,22 +80,22 @@ mmcv-wheel:
 # headline figure and where its pictures are. detectron2 is not on PyPI: the detection stage installs it from
 # its git repository (the [detectron2] extra) when it is missing, and is skipped, saying how to install it,
 # where that repository is out of reach.
-demo: $(STAMP)
+demo: $(CORE)
 	$(DEMO) $(if $(STAGES),--stages $(STAGES))
 
-features-demo: $(STAMP)
+features-demo: $(CORE)
 	$(DEMO) --stages features
 
-tracking-demo: $(STAMP)
+tracking-demo: $(CORE)
 	$(DEMO) --stages tracking
 
-detection-demo: $(STAMP)
+detection-demo: $(CORE)
 	$(DEMO) --stages detection
 
-seg-demo: $(STAMP)
+seg-demo: $(CORE)
 	$(DEMO) --stages segmentation
 
-depth-demo: $(STAMP)
+depth-demo: $(CORE)
 	$(DEMO) --stages depth
 
 # Spatial alignment on the built-in shapes images with tiny random teachers (CPU, ~1.5 min); run

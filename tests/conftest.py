@@ -49,11 +49,11 @@ def _mmseg_stack() -> tuple[bool, str]:
     """mmsegmentation with mmengine and mmcv's compiled ops (mmseg.models needs them)."""
     missing = [m for m in ("mmseg", "mmengine", "mmcv") if not _importable(m)]
     if missing:
-        return False, f"{', '.join(missing)} not installed (make install builds the mmseg stack; see the README)"
+        return False, f"{', '.join(missing)} not installed (make install builds the mmseg stack; docs/install.md)"
     try:
         import mmcv.ops  # noqa: F401  (the compiled extension)
     except ImportError as e:
-        return False, f"mmcv is installed without its compiled ops ({e}); build it from source (see the README)"
+        return False, f"mmcv is installed without its compiled ops ({e}); build it from source (docs/install.md)"
     return True, ""
 
 

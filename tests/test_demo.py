@@ -24,7 +24,7 @@ def demo(monkeypatch):
 
 
 def test_stages_are_chosen_by_name(demo):
-    assert [s.name for s in demo.parse_stages(None)] == ["features", "tracking", "detection", "segmentation", "depth"]
+    assert [s.name for s in demo.parse_stages(None)] == ["features", "tracking", "segmentation", "depth", "detection"]
     assert [s.name for s in demo.parse_stages("depth, features")] == ["depth", "features"]
     with pytest.raises(ValueError, match="unknown stage.*detect.*choose from features, tracking"):
         demo.parse_stages("features,detect")
@@ -76,6 +76,28 @@ def test_detection_is_skipped_with_how_to_install_detectron2_when_pip_cannot_rea
     (command,) = calls
     assert command[1:4] == ["-m", "pip", "install"]
     assert any(arg.startswith("detectron2 @ git+https://github.com/facebookresearch/detectron2.git") for arg in command)
+
+
+def test_mmseg_stages_build_the_stack_when_they_reach_it_and_say_how_when_that_fails(demo, tmp_path, monkeypatch):
+    calls = []
+
+    def make(command, **kwargs):
+        calls.append(command)
+        return subprocess.CompletedProcess(command, 2)
+
+    monkeypatch.setattr(demo, "_mmseg_installed", lambda: False)
+    monkeypatch.setattr(demo.subprocess, "run", make)
+    reason = demo.mmseg_unavailable(demo.Context(tmp_path, None))
+    assert "could not be installed" in reason and "make demo STAGES=segmentation,depth" in reason
+    assert calls == [["make", "--no-print-directory", "mmseg", f"VENV={sys.prefix}"]]
+    monkeypatch.setattr(demo, "_mmseg_installed", lambda: True)
+    assert demo.mmseg_unavailable(demo.Context(tmp_path, None)) is None and len(calls) == 1
+
+
+def test_training_stages_take_the_short_schedules_unless_full(demo, tmp_path):
+    short, full = demo.Context(tmp_path, None), demo.Context(tmp_path, None, full=True)
+    assert short.schedule("detection") == ["train.max_iter=200"] and full.schedule("detection") == []
+    assert "train_cfg.max_iters=300" in short.schedule("segmentation") and full.schedule("depth") == []
 
 
 def test_the_features_and_tracking_stages_type_their_commands_and_report_what_they_made(demo, tmp_path,

@@ -2,13 +2,16 @@
 """``make demo``: pe_dense's main jobs end to end on built-in data, one stage after another, each with
 the command a user would type, then a table: stage, ran or skipped (why), headline figure, outputs.
 
-    python tools/demo.py                                   # every stage
+    python tools/demo.py                                   # every stage, the short schedules (~10 min on 2 cores)
+    python tools/demo.py --full                            # the configs' own schedules (make demo FULL=1)
     python tools/demo.py --stages tracking,segmentation    # some (make demo STAGES=tracking,segmentation)
     python tools/demo.py --weights PE-Spatial-T16-512.pt   # start every model from the released encoder
 
-Without ``--weights`` the models start from random weights (nothing is downloaded). A stage whose
-dependency cannot be installed (detectron2, which only installs from its git repository) is skipped
-with the reason and how to install it; the exit status is non-zero only when a stage that could run failed.
+Without ``--weights`` the models start from random weights (nothing is downloaded). The stages that need
+only the core run first; mmsegmentation's stack is built (``make mmseg``) when its first stage comes, and
+detectron2, which only installs from its git repository, is tried last. A stage whose dependency cannot be
+installed is skipped with the reason and how to install it; the exit status is non-zero only when a stage
+that could run failed.
 Each stage writes under ``<out>/<stage>`` (replaced on every run), and ``<out>/summary.json`` holds the
 table's rows; data is generated under ``datasets/`` (``$PE_DENSE_DATASETS``).
 """
@@ -38,6 +41,15 @@ DETECTION_CONFIG = "configs/detection/shapes/mask_rcnn_PEspatial_T_shapes.py"
 SEGMENTATION_CONFIG = "configs/segmentation/scenes/upernet_PEspatial_T_scenes.py"
 DEPTH_CONFIG = "configs/depth/scenes/dpt_PEspatial_T_scenes.py"
 SUMMARY = "summary.json"  # the table's rows, for scripts: stage, status, detail (headline or why), seconds, outputs
+# The training stages' short schedules, which keep the whole demo within about 10 minutes on 2 cores; --full runs
+# the configs' own (600 iterations for UperNet and DPT, 950 for the Mask R-CNN).
+SHORT = {
+    "segmentation": ["train_cfg.max_iters=300", "train_cfg.val_interval=300", "param_scheduler.1.end=300",
+                     "default_hooks.checkpoint.interval=300"],
+    "depth": ["train_cfg.max_iters=250", "train_cfg.val_interval=250", "param_scheduler.1.end=250",
+              "default_hooks.checkpoint.interval=250"],
+    "detection": ["train.max_iter=200"],  # its cosine schedule follows train.max_iter
+}
 DETECTRON2_HELP = ("install it from a clone with `.venv/bin/pip install --no-build-isolation path/to/detectron2` (or "
                    "`.venv/bin/pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git'`"
                    "), then run `make demo STAGES=detection`")
@@ -51,6 +63,7 @@ class StageFailed(Exception):
 class Context:
     out: Path
     weights: Optional[str]
+    full: bool = False  # the configs' own schedules, not SHORT
     python: str = sys.executable
 
     def run(self, shown: str, program: list[str], args: list[str]) -> None:
@@ -70,6 +83,9 @@ class Context:
     @property
     def weights_args(self) -> list[str]:
         return ["--weights", self.weights] if self.weights else []
+
+    def schedule(self, stage: str) -> list[str]:
+        return [] if self.full else SHORT[stage]
 
 
 @dataclass
@@ -122,6 +138,25 @@ def detectron2_unavailable(ctx: Context) -> Optional[str]:
     return None
 
 
+def mmseg_unavailable(ctx: Context) -> Optional[str]:
+    """None once mmsegmentation's stack is installed; a missing one is built here (``make mmseg``: mmcv from its
+    source release, about 10 minutes on 2 cores once per machine), and the reason is returned where that fails."""
+    if not _mmseg_installed():
+        print("mmsegmentation's stack is not installed: building it with `make mmseg` (mmcv from its source "
+              "release: about 10 minutes on 2 cores, once per machine)", flush=True)
+        code = subprocess.run(["make", "--no-print-directory", "mmseg", f"VENV={sys.prefix}"]).returncode
+        importlib.invalidate_caches()
+        if code or not _mmseg_installed():
+            return ("mmsegmentation's stack could not be installed (see above): see docs/install.md, then run "
+                    "`make demo STAGES=segmentation,depth`")
+    return None
+
+
+def _mmseg_installed() -> bool:
+    """mmsegmentation, mmengine and mmcv with its compiled ops (mmseg's models import them)."""
+    return all(importlib.util.find_spec(m) is not None for m in ("mmseg", "mmengine", "mmcv", "mmcv._ext"))
+
+
 def _extra_requirements(extra: str) -> list[str]:
     """What pe_dense's ``[extra]`` declares (setup.py), e.g. detectron2 at its git commit."""
     from importlib.metadata import requires
@@ -137,7 +172,8 @@ def _extra_requirements(extra: str) -> list[str]:
 
 def detection(ctx: Context, out: Path) -> str:
     init = [f"train.init_checkpoint={ctx.weights}"] if ctx.weights else []
-    ctx.tool("train_net.py", "--config-file", DETECTION_CONFIG, f"train.output_dir={out}", *init)
+    ctx.tool("train_net.py", "--config-file", DETECTION_CONFIG, f"train.output_dir={out}", *init,
+             *ctx.schedule("detection"))
     images = [str(datasets_root() / f"shapes/val/{i:06d}.png") for i in range(4)]
     ctx.pe_dense("detect", *images, "--config", DETECTION_CONFIG, "--weights", str(out / "model_final.pth"),
                  "--out", str(out / "pictures"), "--force")
@@ -145,9 +181,11 @@ def detection(ctx: Context, out: Path) -> str:
     return f"box AP {result['bbox']['AP']:.1f}, mask AP {result['segm']['AP']:.1f} on shapes_val"
 
 
-def _train_mmseg(ctx: Context, config: str, out: Path, command: str, images: list[str], *options: str) -> dict:
-    init = ["--cfg-options", f"model.backbone.weights={ctx.weights}"] if ctx.weights else []
-    ctx.tool("train_seg.py", "--config", config, "--work-dir", str(out), *init)
+def _train_mmseg(ctx: Context, stage: str, config: str, out: Path, command: str, images: list[str],
+                 *options: str) -> dict:
+    overrides = [*([f"model.backbone.weights={ctx.weights}"] if ctx.weights else []), *ctx.schedule(stage)]
+    options_flag = ["--cfg-options", *overrides] if overrides else []
+    ctx.tool("train_seg.py", "--config", config, "--work-dir", str(out), *options_flag)
     checkpoint = (out / "last_checkpoint").read_text().strip()
     ctx.pe_dense(command, *images, "--config", config, "--weights", checkpoint, "--out", str(out / "pictures"),
                  "--force", *options)
@@ -156,7 +194,7 @@ def _train_mmseg(ctx: Context, config: str, out: Path, command: str, images: lis
 
 def segmentation(ctx: Context, out: Path) -> str:
     images = [str(datasets_root() / f"pe_scenes/images/validation/scene_{i:06d}.jpg") for i in range(4)]
-    result = _train_mmseg(ctx, SEGMENTATION_CONFIG, out, "segment", images)
+    result = _train_mmseg(ctx, "segmentation", SEGMENTATION_CONFIG, out, "segment", images)
     return f"mIoU {result['mIoU']:.1f}, aAcc {result['aAcc']:.1f} on the scenes' validation split"
 
 
@@ -164,19 +202,20 @@ def depth(ctx: Context, out: Path) -> str:
     from pe_dense.data.depth_scenes import mean_depth_baseline
 
     images = [str(datasets_root() / f"pe_depth_scenes/images/test/scene_{i:06d}.jpg") for i in range(4)]
-    result = _train_mmseg(ctx, DEPTH_CONFIG, out, "depth", images, "--ply")
+    result = _train_mmseg(ctx, "depth", DEPTH_CONFIG, out, "depth", images, "--ply")
     baseline = mean_depth_baseline(datasets_root() / "pe_depth_scenes")
     return (f"d1 {result['d1']:.3f}, RMSE {result['rmse']:.3f} m (mean depth everywhere: d1 {baseline['d1']:.3f}, "
             f"RMSE {baseline['rmse']:.3f} m)")
 
 
-STAGES = [
+STAGES = [  # the core's stages first; mmsegmentation's stack is built for the next two; detectron2 is tried last
     Stage("features", "dense features + PCA/LCh pictures of built-in images (pe-dense features, viz)", features),
     Stage("tracking", "the moving-shapes video tracked (pe-dense track), scored (tools/eval_davis.py)", tracking),
+    Stage("segmentation", "tiny PE UperNet on the scenes (tools/train_seg.py, pe-dense segment)", segmentation,
+          mmseg_unavailable),
+    Stage("depth", "tiny PE DPT on the depth scenes (tools/train_seg.py, pe-dense depth)", depth, mmseg_unavailable),
     Stage("detection", "tiny PE Mask R-CNN trained, evaluated, drawn (tools/train_net.py, pe-dense detect)",
           detection, detectron2_unavailable),
-    Stage("segmentation", "tiny PE UperNet on the scenes (tools/train_seg.py, pe-dense segment)", segmentation),
-    Stage("depth", "tiny PE DPT on the depth scenes (tools/train_seg.py, pe-dense depth)", depth),
 ]
 
 
@@ -247,6 +286,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stages", help=f"comma-separated subset of {','.join(s.name for s in STAGES)} (default: all)")
     parser.add_argument("--weights", help=f"{MODEL} encoder weights for every stage (default: random weights)")
+    parser.add_argument("--full", action="store_true", help="the configs' own schedules (longer) for the training "
+                                                            "stages, which give the figures in docs/install.md")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "demo", help="each stage writes in OUT/STAGE "
                         "(default: outputs/demo)")
     args = parser.parse_args(argv)
@@ -260,7 +301,7 @@ def main(argv=None) -> int:
     os.chdir(ROOT)  # every stage runs from the repository root, as the README's commands do
     out = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
     out.mkdir(parents=True, exist_ok=True)
-    outcomes = run_stages(stages, Context(out, weights))
+    outcomes = run_stages(stages, Context(out, weights, args.full))
     print(f"\n{'=' * 100}\n{summary_table(outcomes)}")
     write_json(out / SUMMARY, [{"stage": o.stage.name, "status": o.status, "detail": o.detail,
                                 "seconds": round(o.seconds, 1), "outputs": o.folder or None} for o in outcomes])

@@ -142,7 +142,7 @@ def mmseg_predictor(args: argparse.Namespace, kind: str, manifest_name: str):
     try:
         from ..integrations.mmseg import predict
     except ImportError as e:
-        raise UsageError(f"{args.command} needs mmsegmentation, mmengine and mmcv (see the README): {e}") from None
+        raise UsageError(f"{args.command} needs mmsegmentation, mmengine and mmcv (docs/install.md): {e}") from None
     overrides = config_overrides(args.set)
     sources = find_images(args.images)
     check_out(args.out, sources, [manifest_name], args.force)

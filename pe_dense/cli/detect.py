@@ -24,7 +24,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         from ..integrations.detectron2.predict import Detector, detect_images
     except ImportError as e:
-        raise UsageError(f"detect needs detectron2, installed from its git repository (see the README): {e}") from None
+        raise UsageError(f"detect needs detectron2, installed from its git repository (docs/install.md#detectron2): "
+                         f"{e}") from None
     config_overrides(args.set)  # each KEY=VALUE; detectron2 reads them as they are written
     if not 0 <= args.score_threshold <= 1:
         raise UsageError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")

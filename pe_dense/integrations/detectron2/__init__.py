@@ -1,7 +1,7 @@
 """PE in detectron2: the encoder as a ViTDet backbone, layer-wise lr decay, a checkpointer for PE
 weights, and the built-in shapes dataset (registered on import as ``shapes_train``/``shapes_val``).
 
-Importing this package needs detectron2 (install it from its git repository, see the README).
+Importing this package needs detectron2 (install it from its git repository: docs/install.md#detectron2).
 """
 
 from ...models.lr_decay import pe_backbone_blocks, pe_lr_decay_rate

@@ -3,7 +3,7 @@ the linear probe head, depth heads and a gradient loss, layer-wise lr decay, the
 depth scenes datasets and checked loading transforms, and safe checkpoint reading for mmengine
 (registered on import).
 
-Importing this package needs mmsegmentation, mmengine and mmcv with its compiled ops (see the README).
+Importing this package needs mmsegmentation, mmengine and mmcv with its compiled ops (docs/install.md).
 """
 
 from . import checkpoint  # noqa: F401  (registers the safe checkpoint loader)
