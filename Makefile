@@ -23,7 +23,7 @@ CORE := $(VENV)/.pe_dense-core
 MMSEG := $(VENV)/.pe_dense-mmseg
 STAMP := $(VENV)/.pe_dense-installed
 CSRC := $(shell find pe_dense/ops/csrc -type f)
-# make demo [STAGES=features,tracking,detection,segmentation,depth] [WEIGHTS=PE-Spatial-T16-512.pt] [FULL=1]
+# make demo [STAGES=features,tracking,segmentation,depth,detection] [WEIGHTS=PE-Spatial-T16-512.pt] [FULL=1]
 STAGES ?=
 WEIGHTS ?=
 FULL ?=

@@ -9,7 +9,7 @@ Ways, same weights, same process, interleaved:
   timm_bf16     timm's vit_pe_* with the same weights under bf16 autocast (the best available alternative)
 The feature error of each bf16 way against fp32 is measured first (mean relative error per token, the
 smallest cosine between a token's bf16 and fp32 features). Needs a CPU with native bf16; results go to
-cpu_bf16.json, or cpu_bf16_amx.json from a CPU with AMX.
+cpu_bf16_<kind>.json (avx512 or amx, pe_dense.cpu).
 
     python benchmarks/cpu_bf16.py [--models PE-Spatial-T16-512 PE-Spatial-S16-512] [--repeats 5]
 """

@@ -1,7 +1,7 @@
 """Exported encoder throughput: onnxruntime (CPU) vs PyTorch eager (CPU), same weights, same process, same
 inputs, same number of threads. Each model is exported with pe_dense.export (last layer, native size, fixed
 size), the two are checked to agree, then timed in alternation; images/s and the ratio go to
-benchmarks/results/export_cpu.json.
+benchmarks/results/export_cpu_<kind>.json (pe_dense.cpu).
 
     python benchmarks/export.py                                           # PE-Spatial-T16-512, batch 1 and 4
     python benchmarks/export.py --models PE-Spatial-T16-512 PE-Spatial-S16-512 --threads 1

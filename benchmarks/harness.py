@@ -22,31 +22,20 @@ from typing import Callable, Optional
 
 import torch
 
+from pe_dense import cpu
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "cpu"
-
-
-def cpu_bf16_units() -> str:
-    """What multiplies bf16 on this CPU: "amx", "avx512_bf16" or "none". bf16 figures differ several-fold
-    between them, so CPU results are kept apart by it (:func:`save`)."""
-    if torch.cpu._is_amx_tile_supported():
-        return "amx"
-    return "avx512_bf16" if torch.cpu._is_avx512_bf16_supported() else "none"
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu.units().model
 
 
 def environment(device: torch.device) -> dict:
     info = {
         "device": device_name(device),
         "device_type": device.type,
-        "cpu_bf16_units": cpu_bf16_units(),
+        "cpu_units": cpu.units().record(),  # what the CPU multiplies fast, and which paths that picks
         "torch": torch.__version__,
         "python": platform.python_version(),
         "cpu_threads": torch.get_num_threads(),
@@ -182,10 +171,10 @@ def step_arguments(description: str, choices: dict, default: str, option: str = 
 
 
 def save(name: str, payload: dict) -> Path:
-    """Write ``payload`` to results/<name>.json, or <name>_amx.json for CPU results measured on a CPU with AMX
-    (the project's machines are AMD EPYC Zen 4 with AVX512-BF16, or Intel Xeon with AMX; each keeps its own)."""
-    if payload.get("environment", {}).get("device_type") == "cpu" and cpu_bf16_units() == "amx":
-        name += "_amx"
+    """Write ``payload`` to results/<name>.json; CPU results go to <name>_<kind>.json, one file per kind of
+    CPU (avx2, avx512, amx: :attr:`pe_dense.cpu.CpuUnits.kind`), as their figures and paths differ."""
+    if payload.get("environment", {}).get("device_type") == "cpu":
+        name += f"_{cpu.units().kind}"
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")

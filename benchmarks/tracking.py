@@ -13,9 +13,11 @@
    the built-in moving-shapes video: fp32 with the float32 propagation (the previous pipeline), fp32 with
    the screened propagation, and where the CPU has native bf16, bf16 (`--precision bf16`) and, on CPUs
    without AMX where bf16 attention runs on pe_dense's kernel, bf16 with torch's attention; the ways take
-   turns frame by frame; the J&F of each.
+   turns frame by frame; the J&F of each. On a GPU (``--device cuda``) only this part runs, fp32 against
+   bf16 autocast (propagation runs the float32 tiles there).
 
-    python benchmarks/tracking.py [--quick]   # tracking_cpu.json, or tracking_cpu_amx.json on a CPU with AMX
+    python benchmarks/tracking.py [--quick]   # tracking_cpu_<kind>.json: avx2, avx512 or amx (pe_dense.cpu)
+    python benchmarks/tracking.py --device cuda --models PE-Spatial-S16-512 PE-Spatial-L14-448   # tracking_cuda.json
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pe_dense import cpu
+from pe_dense.ops.dot_product_attention import bf16_kernel_preferred
 from pe_dense.tracking import LabelPropagator, PropagationConfig
 from pe_dense.tracking.dense_reference import neighbourhood_mask, propagate_labels_dense
 from pe_dense.tracking.evaluate import ObjectScore, summarize
@@ -134,28 +138,35 @@ def _way(screening: bool, attention_kernel: bool) -> contextlib.ExitStack:
     return stack
 
 
-def end_to_end_rows(models, frames):
+def _ways_end_to_end(device: torch.device) -> dict:
+    """name -> (precision, screening, attention kernel); the first is the one the others are compared with."""
+    if device.type != "cpu":
+        return {"fp32": ("fp32", True, True), "bf16": ("bf16", True, True)}
+    ways = {"fp32, float32 propagation (before)": ("fp32", False, True), "fp32": ("fp32", True, True)}
+    if cpu.native_bf16(cpu.units()):
+        if bf16_kernel_preferred():  # with AMX, "bf16" already is torch's attention
+            ways["bf16, torch attention"] = ("bf16", True, False)
+        ways["bf16"] = ("bf16", True, True)
+    return ways
+
+
+def end_to_end_rows(models, frames, device: torch.device):
     """Frames/s of each way, frame by frame in turn (a slower spell of the machine hits every way), and
     the J&F of each. The first frame (features only, nothing to propagate) is not timed."""
     from PIL import Image
 
     from pe_dense.data.moving_shapes import render_moving_shapes
     from pe_dense.models import build_encoder
-    from pe_dense.models.inference import cpu_supports_bf16
-    from pe_dense.ops.dot_product_attention import bf16_kernel_preferred
     from pe_dense.tracking import VideoTracker
 
     video, truth = render_moving_shapes(num_frames=frames, size=(480, 854))
     images = [(f"{i:05d}", Image.fromarray(f)) for i, f in enumerate(video)]
-    ways = {"fp32, float32 propagation (before)": ("fp32", False, True), "fp32": ("fp32", True, True)}
-    if cpu_supports_bf16():
-        if bf16_kernel_preferred():  # with AMX, "bf16" already is torch's attention
-            ways["bf16, torch attention"] = ("bf16", True, False)
-        ways["bf16"] = ("bf16", True, True)
+    ways = _ways_end_to_end(device)
+    baseline = next(iter(ways))
     rows = []
     for model in models:
         torch.manual_seed(0)
-        encoder = build_encoder(model)  # random weights: speed does not depend on them
+        encoder = build_encoder(model).to(device)  # random weights: speed does not depend on them
         runs = {name: VideoTracker.from_encoder(encoder, precision=precision).track(images, truth[0])
                 for name, (precision, _, _) in ways.items()}
         seconds = dict.fromkeys(ways, 0.0)
@@ -169,10 +180,10 @@ def end_to_end_rows(models, frames):
                         seconds[name] += time.perf_counter() - start
                 predictions[name].append(frame.labels)
         fps = {name: (len(images) - 1) / t for name, t in seconds.items()}
-        before = fps["fp32, float32 propagation (before)"]
         row = {"model": model, "frame": "480x854", "fps": {n: round(f, 2) for n, f in fps.items()},
                "J&F": {n: _j_and_f(truth, np.stack(p)) for n, p in predictions.items()},
-               "speedup_vs_before": {n: round(f / before, 2) for n, f in fps.items()}}
+               "speedup_vs_" + ("before" if device.type == "cpu" else baseline):
+                   {n: round(f / fps[baseline], 2) for n, f in fps.items()}}
         print(row, flush=True)
         rows.append(row)
     return rows
@@ -181,8 +192,18 @@ def end_to_end_rows(models, frames):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="patch-16 grid only, fewer frames")
+    parser.add_argument("--device", type=torch.device, default=torch.device("cpu"))
+    parser.add_argument("--models", nargs="+", default=["PE-Spatial-T16-512", "PE-Spatial-S16-512"],
+                        help="the end-to-end part's models")
     args = parser.parse_args()
     torch.manual_seed(0)
+    frames = 6 if args.quick else 24
+    if args.device.type != "cpu":
+        results = {"environment": harness.environment(args.device),
+                   "end_to_end": end_to_end_rows(args.models, frames, args.device)}
+        if not args.quick:
+            print("wrote", harness.save(f"tracking_{args.device.type}", results))
+        return
     grids = dict(list(GRIDS.items())[:1]) if args.quick else GRIDS
     results = {"environment": harness.environment(torch.device("cpu")),
                "settings": {"context_frames": CONTEXT, "radius": 12, "topk": 5, "labels": LABELS},
@@ -192,7 +213,7 @@ def main():
     results["video_length_peak_extra_MiB"] = {
         str(n): round(harness.cpu_peak_extra_bytes(_stream_run, n, h, w, channels) / 2**20, 1) for n in lengths}
     print(results["video_length_peak_extra_MiB"], flush=True)
-    results["end_to_end"] = end_to_end_rows(["PE-Spatial-T16-512", "PE-Spatial-S16-512"], 6 if args.quick else 24)
+    results["end_to_end"] = end_to_end_rows(args.models, frames, args.device)
     if not args.quick:
         print("wrote", harness.save("tracking_cpu", results))
 

@@ -199,7 +199,7 @@ def test_a_device_this_machine_lacks_is_a_usage_error(tmp_path, capsys, device, 
 ])
 def test_a_precision_slower_than_fp32_on_this_cpu_is_a_usage_error(monkeypatch, tmp_path, capsys, precision,
                                                                     native_bf16, message):
-    monkeypatch.setattr("pe_dense.models.inference.cpu_supports_bf16", lambda: native_bf16)
+    monkeypatch.setattr("pe_dense.cpu.native_bf16", lambda units: native_bf16)
     out = ["--precision", precision, "--out", str(tmp_path / "o")]
     for argv in (["features", "sample:coffee", "--model", MODEL, *out],
                  ["track", "video.mp4", "--model", MODEL, "--mask", "m.png", *out]):

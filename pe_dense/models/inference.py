@@ -11,16 +11,11 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
+from .. import cpu
 from .preprocess import Size, preprocess
 from .vision_transformer import PEVisionTransformer, SelfAttention
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def cpu_supports_bf16() -> bool:
-    """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX). Elsewhere oneDNN emulates bf16,
-    which is slower than fp32."""
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
 def check_precision(device: torch.device | str, precision: str) -> None:
@@ -33,7 +28,7 @@ def check_precision(device: torch.device | str, precision: str) -> None:
     if precision == "fp16":
         raise ValueError("fp16 is not supported on the CPU (its matrix products are emulated and slow); use bf16 "
                          "on a CPU with native bf16, or fp32")
-    if not cpu_supports_bf16():
+    if not cpu.native_bf16(cpu.units()):
         raise ValueError("this CPU has no native bf16 arithmetic (AVX512-BF16 or AMX), so bf16 would be slower than "
                          "fp32; use fp32")
 

@@ -14,6 +14,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from .. import cpu
 from .extension import kernels_available
 
 KERNEL_HEAD_DIMS = (32, 64, 96, 128)
@@ -25,11 +26,10 @@ def bf16_kernel_supported() -> bool:
     return kernels_available("cpu") and torch.ops.pe_dense.attention_bf16_supported()
 
 
-@functools.lru_cache(maxsize=None)
 def bf16_kernel_preferred() -> bool:
-    """Whether bf16 attention on this CPU goes to the kernel: it runs here and the CPU has no AMX, with
-    which torch's attention is the faster one."""
-    return bf16_kernel_supported() and not torch.cpu._is_amx_tile_supported()
+    """Whether bf16 attention on this CPU goes to the kernel: it runs here and the CPU's units call for it
+    (:func:`pe_dense.cpu.bf16_attention_kernel`)."""
+    return bf16_kernel_supported() and cpu.bf16_attention_kernel(cpu.units())
 
 
 def uses_bf16_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:

@@ -12,14 +12,13 @@ neighbourhood's bounding box, so memory per tile is fixed by ``radius`` and the 
 the frame size, and no (HW)^2 tensor ever exists. Streaming frames through
 :class:`LabelPropagator` keeps only the context, so memory is flat in video length.
 
-On the CPU with pe_dense's compiled kernels, most of the cosine products are replaced by int8 screening
-with a proven error bound; the kept sources and their weights are still the exact float32 ones
-(docs/protocols.md#fast-label-propagation).
+On a CPU with native int8 dot products (:func:`pe_dense.cpu.int8_screening`) and pe_dense's compiled
+kernels, most of the cosine products are replaced by int8 screening with a proven error bound; the kept
+sources and their weights are still the exact float32 ones (docs/protocols.md#fast-label-propagation).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from .. import cpu
 from ..ops import kernels_available
 
 
@@ -108,21 +108,10 @@ def screening_step(features: torch.Tensor) -> float:
 
 
 def screening_available(features: torch.Tensor) -> bool:
-    """Whether the int8 screening path runs for features on this device: the CPU, with pe_dense's kernels built
-    and exact int8 products."""
-    return features.device.type == "cpu" and kernels_available("cpu") and int8_products_exact()
-
-
-@functools.lru_cache(maxsize=None)
-def int8_products_exact() -> bool:
-    """Whether ``torch._int_mm`` sums int8 products exactly on this CPU, as the screening bound assumes.
-    oneDNN does with VNNI or AMX-INT8 instructions; without them (AVX2-only CPUs, AVX-512 before VNNI) it
-    sums pairs of products in saturating 16-bit lanes and is off by thousands where codes are large, and
-    propagation keeps the float32 tiles (also the faster way on those CPUs)."""
-    generator = torch.Generator().manual_seed(0)
-    codes = torch.randint(-127, 128, (64, 64), generator=generator, dtype=torch.int8)
-    codes[:2] = torch.tensor([[127], [-127]], dtype=torch.int8)  # the largest pair sums, of both signs
-    return torch.equal(torch._int_mm(codes, codes.T.contiguous()).long(), codes.long() @ codes.long().T)
+    """Whether the int8 screening path runs for features on this device: the CPU, with pe_dense's kernels
+    built and units that make int8 products fast and exact (:func:`pe_dense.cpu.int8_screening`); the
+    float32 tiles elsewhere."""
+    return features.device.type == "cpu" and kernels_available("cpu") and cpu.int8_screening(cpu.units())
 
 
 def _tiles(h: int, w: int, radius: int, tile: int):
@@ -177,8 +166,8 @@ def propagate_labels_screened(
     rescoring of those the error bound cannot rule out (pe_dense._C's ``screened_topk``)."""
     if not screening_available(target.features):  # also loads pe_dense._C
         raise RuntimeError("screened propagation needs CPU tensors, pe_dense._C (pip install --no-build-isolation "
-                           "-e .) and a CPU with exact int8 products (VNNI or AMX-INT8); propagate_labels_exact "
-                           "runs anywhere")
+                           "-e .) and a CPU with native, exact int8 products (VNNI or AMX-INT8); "
+                           "propagate_labels_exact runs anywhere")
     _check_maps(target.features, [s.features for s in sources], labels)
     if any(m.step != target.step or m.radius != radius for m in (target, *sources)):
         raise ValueError(f"the target and the sources must be quantised with one step for radius {radius}")

@@ -65,10 +65,10 @@ def test_check_precision_refuses_what_would_be_slower_than_fp32(monkeypatch):
     check_precision("cuda", "fp16")  # only the CPU is restricted
     with pytest.raises(ValueError, match="fp16 is not supported on the CPU"):
         check_precision("cpu", "fp16")
-    monkeypatch.setattr("pe_dense.models.inference.cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr("pe_dense.cpu.native_bf16", lambda units: False)
     with pytest.raises(ValueError, match="no native bf16"):
         check_precision("cpu", "bf16")
-    monkeypatch.setattr("pe_dense.models.inference.cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr("pe_dense.cpu.native_bf16", lambda units: True)
     check_precision("cpu", "bf16")
     with pytest.raises(ValueError, match="unknown precision"):
         check_precision("cpu", "int8")

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import pe_dense.ops.dot_product_attention as attention_module
+from pe_dense import cpu
 from pe_dense.models import PEVisionTransformer, get_config
 from pe_dense.ops.dot_product_attention import attention, uses_bf16_kernel
 
@@ -119,8 +120,8 @@ def test_kernel_is_preferred_where_it_runs_and_the_cpu_has_no_amx(monkeypatch, k
     """With AMX, torch's bf16 attention multiplies on the tiles and is ~3x faster than the kernel
     (benchmarks/results/attention_cpu_amx.json)."""
     monkeypatch.setattr(attention_module, "bf16_kernel_supported", lambda: kernel_runs)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
-    assert attention_module.bf16_kernel_preferred.__wrapped__() is preferred
+    with cpu.assuming(cpu.CpuUnits("", "avx512", bf16=True, amx=amx, int8_dot=True, int8_exact=True)):
+        assert attention_module.bf16_kernel_preferred() is preferred
 
 
 def test_attention_without_the_kernel_is_torchs(monkeypatch):
