@@ -164,7 +164,8 @@ def pytest_terminal_summary(terminalreporter):
     if ran:
         terminalreporter.write_line(f"RAN      slow tier: {', '.join(f'{n} {k}' for k, n in sorted(ran.items()))}")
     if _slow_tier["deselected"]:
-        terminalreporter.write_line(f"NOT RUN  slow tier: {_slow_tier['deselected']} tests of minutes each "
+        count = _slow_tier["deselected"]
+        terminalreporter.write_line(f"NOT RUN  slow tier: {count} tests, training runs of minutes and a speed check "
                                     "(make test-slow runs them)")
     from pe_dense.ops import kernels_available
 
