@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import time
 from unittest import mock
 
@@ -131,7 +132,7 @@ def _way(screening: bool, attention_kernel: bool) -> contextlib.ExitStack:
     devices still run) or the bf16 attention kernel (torch's attention) for one frame's step."""
     stack = contextlib.ExitStack()
     if not screening:
-        stack.enter_context(mock.patch("pe_dense.tracking.propagation.screening_available", return_value=False))
+        stack.enter_context(cpu.assuming(dataclasses.replace(cpu.units(), int8_dot=False)))
     if not attention_kernel:
         stack.enter_context(mock.patch("pe_dense.ops.dot_product_attention.bf16_kernel_preferred",
                                        return_value=False))
