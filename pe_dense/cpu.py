@@ -89,16 +89,16 @@ def assuming(cpu: CpuUnits):
 
 @functools.lru_cache(maxsize=None)
 def detected_units() -> CpuUnits:
-    flags = _cpuinfo_flags()
+    cpuinfo = _cpuinfo()
     isa = torch.backends.cpu.get_cpu_capability().lower()
     avx512 = isa == "avx512"  # AVX-512 units count only where torch's kernels use them
     amx = torch.cpu._is_amx_tile_supported()
     return CpuUnits(
-        model=_model_name(),
+        model=cpuinfo.get("model name") or platform.processor() or platform.machine() or "cpu",
         vector_isa=isa,
         bf16=(avx512 and torch.cpu._is_avx512_bf16_supported()) or amx,
         amx=amx,
-        int8_dot=(avx512 and torch.cpu._is_vnni_supported()) or "avx_vnni" in flags or amx,
+        int8_dot=(avx512 and torch.cpu._is_vnni_supported()) or "avx_vnni" in cpuinfo.get("flags", "").split() or amx,
         int8_exact=int8_products_exact(),
     )
 
@@ -116,20 +116,13 @@ def int8_products_exact() -> bool:
     return torch.equal(products.long(), codes.long() @ codes.long().T)
 
 
-def _cpuinfo_lines() -> list[str]:
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (Linux; empty elsewhere)."""
     path = Path("/proc/cpuinfo")
-    return path.read_text().splitlines() if path.exists() else []
-
-
-def _cpuinfo_flags() -> set[str]:
-    for line in _cpuinfo_lines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
-def _model_name() -> str:
-    for line in _cpuinfo_lines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "cpu"
+    fields = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        if not line.strip():
+            break  # the first processor ends here
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    return fields

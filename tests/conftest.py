@@ -240,15 +240,20 @@ def cfg_options(options: dict) -> list[str]:
     return [f"{key}={value}" for key, value in options.items()]
 
 
+def _small_splits(tmp_path_factory, name: str, ensure, images: dict[str, int]):
+    """A built-in dataset generated under a session folder, each split with its number of ``images``."""
+    root = tmp_path_factory.mktemp("datasets") / name
+    for split, count in images.items():
+        ensure(root, splits=(split,), num_images=count)
+    return root
+
+
 @pytest.fixture(scope="session")
 def scenes_root(tmp_path_factory):
     """Small splits of the built-in scenes (SCENES_IMAGES)."""
     from pe_dense.data.scenes import ensure_scenes
 
-    root = tmp_path_factory.mktemp("datasets") / "pe_scenes"
-    for split, count in SCENES_IMAGES.items():
-        ensure_scenes(root, splits=(split,), num_images=count)
-    return root
+    return _small_splits(tmp_path_factory, "pe_scenes", ensure_scenes, SCENES_IMAGES)
 
 
 @pytest.fixture(scope="session")
@@ -256,10 +261,7 @@ def depth_scenes_root(tmp_path_factory):
     """Small splits of the built-in depth scenes (DEPTH_SCENES_IMAGES)."""
     from pe_dense.data.depth_scenes import ensure_depth_scenes
 
-    root = tmp_path_factory.mktemp("datasets") / "pe_depth_scenes"
-    for split, count in DEPTH_SCENES_IMAGES.items():
-        ensure_depth_scenes(root, splits=(split,), num_images=count)
-    return root
+    return _small_splits(tmp_path_factory, "pe_depth_scenes", ensure_depth_scenes, DEPTH_SCENES_IMAGES)
 
 
 def load_tool(name: str):
