@@ -5,14 +5,18 @@
         --cfg-options train_dataloader.dataset.data_root=/data/ADEChallengeData2016
     python tools/train_seg.py --config configs/depth/nyu/dpt_PEspatial_L_nyu.py \
         --cfg-options train_dataloader.dataset.data_root=/data/nyu val_dataloader.dataset.data_root=/data/nyu
+    python tools/train_seg.py --config configs/segmentation/scenes/upernet_PEspatial_T_scenes.py \
+        --data /data/my_dataset          # your own folders, declared by /data/my_dataset/dataset.json
     python tools/train_seg.py --config ... --resume                 # continue from the work dir's last checkpoint
     python tools/train_seg.py --config ... --test outputs/.../iter_40000.pth   # mIoU (or d1, rmse, ...)
     torchrun --nproc_per_node 8 tools/train_seg.py --config ... --launcher pytorch
     torchrun --nnodes 4 --node_rank R --master_addr HOST --master_port PORT --nproc_per_node 8 \
         tools/train_seg.py --config ... --launcher pytorch          # several machines
 
-Checkpoints are read without unpickling code (pe_dense.integrations.mmseg.checkpoint). The last
-evaluation is written to ``<work_dir>/evaluation.json``.
+With --data, the dataset is checked and summarised before anything else (docs/custom_data.md), and the
+config's heads, ignore index, depth range and evaluator are set from its declaration. Checkpoints are
+read without unpickling code (pe_dense.integrations.mmseg.checkpoint). The last evaluation is written
+to ``<work_dir>/evaluation.json``.
 """
 
 import argparse
@@ -23,7 +27,9 @@ from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 from pe_dense.atomic_files import write_json
+from pe_dense.data.custom import DatasetError
 from pe_dense.integrations.mmseg import SegmentationDataError
+from pe_dense.integrations.mmseg.custom_data import use_dataset
 from pe_dense.integrations.mmseg.training import check_datasets, load_config
 from pe_dense.models import CheckpointError
 
@@ -32,6 +38,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True,
                         help="mmseg config file (configs/segmentation/..., configs/depth/...)")
+    parser.add_argument("--data", metavar="PATH",
+                        help="your own dataset: a dataset.json, or the folder holding it (docs/custom_data.md)")
     parser.add_argument("--work-dir", help="where logs and checkpoints go (default: outputs/<config name>)")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE",
                         help="config overrides, e.g. model.backbone.weights=/path/PE-Spatial-B16-512.pt")
@@ -59,7 +67,10 @@ def write_evaluation(work_dir: str, metrics: dict) -> None:
 def run(args) -> None:
     cfg = load_config(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options, amp=args.amp,
                       resume=args.resume, launcher=args.launcher, checkpoint=args.test)
-    check_datasets(cfg, ["test_dataloader"] if args.test else ["train_dataloader", "val_dataloader"])
+    loaders = ["test_dataloader"] if args.test else ["train_dataloader", "val_dataloader"]
+    if args.data:
+        use_dataset(cfg, args.data, loaders).print()
+    check_datasets(cfg, loaders)
     runner = Runner.from_cfg(cfg)
     if args.test:
         metrics = runner.test()
@@ -75,7 +86,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         run(args)
-    except (FileNotFoundError, CheckpointError, SegmentationDataError) as e:
+    except (FileNotFoundError, CheckpointError, SegmentationDataError, DatasetError) as e:
         # A data error raised in a dataloader worker arrives with the worker's traceback: keep its message.
         message = str(e).strip().splitlines()[-1]
         print(f"train_seg: error: {message.split(f'{type(e).__name__}: ', 1)[-1]}", file=sys.stderr)

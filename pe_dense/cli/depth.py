@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                 "trained checkpoint (e.g. outputs/.../iter_600.pth)")
     parser.add_argument("--ply", action="store_true", help="also write each image's point cloud (binary PLY)")
     parser.add_argument("--focal", type=float, help="the point cloud camera's focal length in pixels (default: "
-                                                    "NYU-Depth-v2's, 518.86 px at 640 wide, scaled to the image width)")
+                                                    "the training dataset's declared one, else NYU-Depth-v2's, "
+                                                    "518.86 px at 640 wide, scaled to the image width)")
 
 
 def run(args: argparse.Namespace) -> int:

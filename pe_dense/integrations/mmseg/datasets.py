@@ -4,6 +4,7 @@ its dataset."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import mmengine.fileio
@@ -15,6 +16,7 @@ from mmseg.registry import DATASETS, TRANSFORMS
 from mmseg.utils import datafrombytes
 
 from ...data import depth_scenes, scenes
+from ...data.custom import DatasetError, read_depth
 from ...data.generated import datasets_root
 
 
@@ -116,10 +118,10 @@ class LoadCheckedAnnotations(LoadAnnotations):
 
 @TRANSFORMS.register_module()
 class LoadCheckedDepth(LoadDepthAnnotation):
-    """mmseg's ``LoadDepthAnnotation`` (a 16-bit PNG times ``depth_rescale_factor``, 0 = no depth),
-    refusing, with an error naming the file, a depth map that cannot be read, that is not a
-    single-channel 16-bit image, whose size is not its image's (``ori_shape``), or that has no valid
-    depth (none above 0, and below ``max_depth`` when given).
+    """mmseg's ``LoadDepthAnnotation`` (a 16-bit PNG times ``depth_rescale_factor``, or a ``.npy`` in
+    metres; 0 = no depth), refusing, with an error naming the file, a depth map that cannot be read,
+    that is not a single-channel 16-bit image or float array, whose size is not its image's
+    (``ori_shape``), or that has no valid depth (none above 0, and below ``max_depth`` when given).
 
     Args:
         max_depth: the largest depth in metres that counts as valid (the evaluation range).
@@ -132,6 +134,27 @@ class LoadCheckedDepth(LoadDepthAnnotation):
 
     def transform(self, results: dict) -> dict:
         path = results["depth_map_path"]
+        scale = 1.0 if path.endswith(".npy") else self.depth_rescale_factor  # .npy: already metres
+        if path.endswith(".npy"):  # as declared datasets may store depth
+            try:
+                depth = read_depth(Path(path), scale)
+            except DatasetError as e:
+                raise SegmentationDataError(str(e)) from None
+        else:
+            depth = self._read_png(path) * scale
+        image_shape = tuple(results.get("ori_shape", depth.shape))
+        if depth.shape != image_shape:
+            raise SegmentationDataError(f"depth map {path} is {depth.shape[1]}x{depth.shape[0]} pixels but its "
+                                        f"image {results.get('img_path')} is {image_shape[1]}x{image_shape[0]}")
+        if not ((depth > 0) & (depth < (self.max_depth or np.inf))).any():
+            within = f" below {self.max_depth} m" if self.max_depth else ""
+            raise SegmentationDataError(f"depth map {path} has no valid depth (no pixel above 0{within})")
+        results["gt_depth_map"] = depth
+        results["seg_fields"].append("gt_depth_map")
+        results["depth_rescale_factor"] = scale
+        return results
+
+    def _read_png(self, path: str) -> np.ndarray:
         try:
             raw = datafrombytes(mmengine.fileio.get(path, self.backend_args), backend=self.decode_backend)
         except Exception as e:  # a missing file, or bytes no decoder takes
@@ -142,16 +165,5 @@ class LoadCheckedDepth(LoadDepthAnnotation):
             channels = 1 if raw.ndim == 2 else raw.shape[2]
             raise SegmentationDataError(
                 f"depth map {path} is a {raw.dtype.itemsize * 8}-bit image with {channels} channel(s); depth maps "
-                "are single-channel 16-bit PNGs (NYU: millimetres, 0 = no depth)")
-        image_shape = tuple(results.get("ori_shape", raw.shape))
-        if raw.shape != image_shape:
-            raise SegmentationDataError(f"depth map {path} is {raw.shape[1]}x{raw.shape[0]} pixels but its "
-                                        f"image {results.get('img_path')} is {image_shape[1]}x{image_shape[0]}")
-        depth = raw.astype(np.float32) * self.depth_rescale_factor
-        if not ((depth > 0) & (depth < (self.max_depth or np.inf))).any():
-            within = f" below {self.max_depth} m" if self.max_depth else ""
-            raise SegmentationDataError(f"depth map {path} has no valid depth (no pixel above 0{within})")
-        results["gt_depth_map"] = depth
-        results["seg_fields"].append("gt_depth_map")
-        results["depth_rescale_factor"] = self.depth_rescale_factor
-        return results
+                "are single-channel 16-bit PNGs (NYU: millimetres, 0 = no depth) or .npy files in metres")
+        return raw.astype(np.float32)

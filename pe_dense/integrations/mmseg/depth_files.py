@@ -105,13 +105,14 @@ def estimate_depth_images(predictor: DepthPredictor, sources, out: Path, ply: bo
                  "depth_npy": f"{name}.npy", "picture": f"{name}_depth.png",
                  "depth_m": {"min": round(low, 4), "median": round(float(np.median(depth)), 4), "max": round(high, 4)}}
         if ply:
-            f = focal if focal is not None else default_focal_length(image.shape[1])
+            f = focal or predictor.focal_length or default_focal_length(image.shape[1])
             write_ply(out / f"{name}.ply", *point_cloud(image, depth, f))
             entry.update(ply=f"{name}.ply", focal_length_px=round(f, 3))
         entries.append(entry)
     manifest = {"images": entries, "depth_png_scale": DEPTH_SCALE,
                 "depth_range_m": [predictor.min_depth, predictor.max_depth]}
     if ply:
-        manifest["focal_length"] = ("given" if focal is not None else
+        manifest["focal_length"] = ("given" if focal is not None else "the training data's declared camera"
+                                    if predictor.focal_length else
                                     "NYU-Depth-v2's camera scaled to the image width (518.86 px at 640)")
     return manifest

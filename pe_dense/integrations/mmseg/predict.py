@@ -88,13 +88,15 @@ class Segmenter(Predictor):
 
 class DepthPredictor(Predictor):
     """A trained depth estimator: (H, W) depth in metres per image, within the head's
-    [``min_depth``, ``max_depth``]."""
+    [``min_depth``, ``max_depth``]; ``focal_length`` is the camera's in pixels when its training data
+    declared one (a declared dataset's, kept in the checkpoint), else None."""
 
     task = "depth"
 
     def __init__(self, config_file: str, weights: str, overrides: Optional[dict] = None, device: str = "cpu"):
         super().__init__(config_file, weights, overrides, device)
         self.min_depth, self.max_depth = self.model.decode_head.min_depth, self.model.decode_head.max_depth
+        self.focal_length = (self.checkpoint_meta.get("dataset_meta") or {}).get("focal_length")
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """(H, W) float32 depth in metres for one (H, W, 3) RGB uint8 image."""
