@@ -9,6 +9,7 @@ of ``make test``, and the summary counts them as not run.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import random
 from collections import Counter
@@ -309,3 +310,31 @@ def tiny_config():
     from pe_dense.models import get_config
 
     return get_config("PE-Spatial-T16-512").replace(depth=2, image_size=128)
+
+
+# Datasets in their owners' formats (docs/custom_data.md)
+
+def write_coco(root: Path, categories=((7, "widget"), (3, "gadget")), images=3, size=(48, 64), masks=True,
+               name="annotations.json") -> Path:
+    """A COCO-format json (non-contiguous category ids, ``images`` images of ``size`` (h, w) in ``root/pics``),
+    one box per image and category, with a rectangle polygon when ``masks``."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (root / "pics").mkdir(parents=True, exist_ok=True)
+    coco = {"images": [], "annotations": [], "categories": [{"id": i, "name": n} for i, n in categories]}
+    height, width = size
+    for index in range(images):
+        file_name = f"shot_{index}.jpg"
+        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(root / "pics" / file_name)
+        coco["images"].append({"id": 100 + index, "file_name": file_name, "width": width, "height": height})
+        for k, (category, _) in enumerate(categories[:4]):
+            x, y, w, h = 4 + 3 * k, 5 + 2 * k, width // 3, height // 3
+            annotation = {"id": len(coco["annotations"]) + 1, "image_id": 100 + index, "category_id": category,
+                          "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0}
+            if masks:
+                annotation["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+            coco["annotations"].append(annotation)
+    path = root / name
+    path.write_text(json.dumps(coco))
+    return path

@@ -7,12 +7,17 @@
     python tools/train_net.py --config-file ... --resume        # continue from output_dir's last checkpoint
     python tools/train_net.py --config-file ... --eval-only --tta   # with the config's test-time augmentation
     python tools/train_net.py --config-file pe_dense:detection/shapes/mask_rcnn_PEspatial_T_shapes.py  # shipped
+    python tools/train_net.py --config-file configs/detection/custom/mask_rcnn_PEspatial_B_custom.py \
+        custom_data.train_json=train.json custom_data.train_images=images/ \
+        custom_data.val_json=val.json custom_data.val_images=images/      # your own COCO-format files
 
 Several machines: the same command on each with --num-machines N --machine-rank R
 --dist-url tcp://HOST:PORT (detectron2's launch, torch DDP). Checkpoints are read with
 PEDetectionCheckpointer: released PE encoders (``pe://MODEL``) and PE detectron2 checkpoints load
 as they are, and nothing is unpickled. Evaluation results are also written to
-``<output_dir>/evaluation.json``.
+``<output_dir>/evaluation.json``. Your own COCO files (``custom_data``, docs/custom_data.md) are checked
+and summarised before anything is written; the run's ``<output_dir>/config.yaml`` keeps their class names
+for ``pe-dense detect``.
 """
 
 import logging
@@ -36,7 +41,9 @@ from detectron2.utils import comm
 
 from pe_dense import configs
 from pe_dense.atomic_files import write_json
+from pe_dense.data.custom import DatasetError
 from pe_dense.integrations.detectron2 import PEDetectionCheckpointer
+from pe_dense.integrations.detectron2.custom_data import use_coco_files
 
 logger = logging.getLogger("detectron2")
 
@@ -106,6 +113,13 @@ def main(args) -> None:
         sys.exit("error: --tta is an evaluation option: add --eval-only")
     if args.tta and "_target_" not in cfg.get("tta", {}):
         sys.exit(f"error: --tta: {args.config_file} defines no test-time augmentation (`tta`)")
+    try:
+        summary = use_coco_files(cfg, training=not args.eval_only)
+    except DatasetError as e:
+        print(f"train_net: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if summary and comm.is_main_process():
+        summary.print()
     default_setup(cfg, args)
     fit_to_machine(cfg)
     if args.eval_only:

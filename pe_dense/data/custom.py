@@ -58,7 +58,7 @@ class Summary:
             shown = list(self.counts.items())
             listed = ", ".join(f"{name} {count:g}" for name, count in shown[:20])
             more = f", ... ({len(shown) - 20} more)" if len(shown) > 20 else ""
-            lines.append(f"  {self.unit}: {listed}{more}")
+            lines.append(f"  {self.unit}{', all splits' if len(self.splits) > 1 else ''}: {listed}{more}")
         return lines
 
     def print(self, out: Optional[TextIO] = None, err: Optional[TextIO] = None) -> None:

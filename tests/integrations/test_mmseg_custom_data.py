@@ -100,7 +100,7 @@ def test_depth_trains_from_npy_and_png_and_predicts_in_metres_with_the_declared_
     data, work = write_depth(tmp_path / "captures"), tmp_path / "work"
     assert _train(train_seg, DEPTH, data, work, "train_cfg.max_iters=2", "train_cfg.val_interval=2") == 0
     output = capsys.readouterr().out
-    assert "depth dataset" in output and "depth (metres): min 0.5, median 2.25, max 4" in output
+    assert "depth dataset" in output and "depth (metres), all splits: min 0.5, median 2.25, max 4" in output
     metrics = json.loads((work / "evaluation.json").read_text())
     assert {"d1", "rmse"} <= metrics.keys()
     assert _train(train_seg, DEPTH, data, work, "train_cfg.max_iters=3", "--resume") == 0

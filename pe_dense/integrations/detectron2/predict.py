@@ -18,6 +18,7 @@ from ... import configs
 from ...atomic_files import write_json
 from ...models import CheckpointError
 from .checkpoint import PEDetectionCheckpointer
+from .custom_data import custom_metadata
 
 
 class Detector:
@@ -39,6 +40,7 @@ class Detector:
                                   f"parameters are missing (e.g. {', '.join(missing[:3])})")
         self.augmentations = T.AugmentationList([instantiate(a) for a in cfg.dataloader.test.mapper.augmentations])
         self.input_format = cfg.model.input_format
+        custom_metadata(cfg)
         self.metadata = MetadataCatalog.get(cfg.dataloader.test.dataset.names)
 
     @torch.no_grad()
