@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import randomize_
+from conftest import randomize_, write_coco
 from fitting import assert_loss_falls, fit_detector_batch
 
 pytestmark = pytest.mark.suite("detectron2")
@@ -311,6 +311,24 @@ def test_train_net_trains_resumes_and_evaluates(shapes_names, tmp_path):
     assert torch.load(out / "model_final.pth", weights_only=True)["iteration"] == 4
     results = json.loads((out / "evaluation.json").read_text())
     assert set(results) == {"bbox"} and 0 <= results["bbox"]["AP"] <= 100
+
+
+def test_train_net_trains_on_coco_files_with_their_classes(tmp_path, capsys):
+    from pe_dense.cli import main
+
+    train_json = write_coco(tmp_path, categories=((11, "bolt"), (4, "nut"), (30, "washer")), masks=False, images=2)
+    out = tmp_path / "run"
+    train_net(["--config-file", str(TINY_CONFIG), *SMALL, *data_overrides(out)[2:], "train.max_iter=1",
+               "train.eval_period=0", *(f"custom_data.{split}_{kind}={path}" for split in ("train", "val")
+                                        for kind, path in (("json", train_json), ("images", tmp_path / "pics")))])
+    assert "nut 4, bolt 4, washer 4" in capsys.readouterr().out  # in category id order, train and val
+    weights = torch.load(out / "model_final.pth", weights_only=True)["model"]
+    assert weights["class_embed.0.weight"].shape[0] == 3
+    assert set(json.loads((out / "evaluation.json").read_text())) == {"bbox"}
+    predicted = tmp_path / "predicted"
+    assert main(["detect", str(tmp_path / "pics/shot_0.jpg"), "--config", str(out / "config.yaml"), "--weights",
+                 str(out / "model_final.pth"), "--out", str(predicted)]) == 0
+    assert json.loads((predicted / "detect.json").read_text())["classes"] == ["nut", "bolt", "washer"]
 
 
 def test_detect_cli_runs_a_deta_config(shapes_names, tmp_path):

@@ -1,7 +1,8 @@
 """Detection on one's own COCO-format json files (docs/custom_data.md): a config's ``custom_data`` (the
 templates in configs/detection/custom/ have one; ``custom_data.train_json=...`` on the command line adds it
-to any config) is checked (:func:`pe_dense.data.custom.check_coco`), registered with detectron2's COCO
-loader, and sets the detector's classes; a json without segmentations trains boxes only."""
+to any config, Mask R-CNN or DETA) is checked (:func:`pe_dense.data.custom.check_coco`), registered with
+detectron2's COCO loader, and sets the detector's classes; a json without segmentations trains Mask R-CNN
+on boxes only."""
 
 from __future__ import annotations
 
@@ -61,16 +62,38 @@ def use_coco_files(cfg, training: bool = True) -> Optional[Summary]:
         if (data.ids, data.classes) != (first.ids, first.classes):
             raise DatasetError(f"{data.json_file} and {first.json_file} have different categories: the splits of "
                                "one dataset share them (ids and names)")
-    cfg.model.roi_heads.num_classes = len(first.classes)
     cfg.custom_data.update(classes=list(first.classes), category_ids=list(first.ids))
-    if training and not found["train"].has_masks:
+    heads = cfg.model.get("roi_heads")
+    if heads is None:  # a detector of boxes with its own classifier (DETA)
+        cfg.model.num_classes = len(first.classes)
+        cfg.dataloader.evaluator.tasks = ("bbox",)
+        return summary
+    heads.num_classes = len(first.classes)
+    if training and not found["train"].has_masks and heads.get("mask_head") is not None:
         summary.warnings.append(f"{found['train'].json_file} has no segmentations: training boxes only (mask "
                                 "head off)")
-        cfg.model.roi_heads.update(mask_in_features=None, mask_pooler=None, mask_head=None)
+        heads.update(mask_in_features=None, mask_pooler=None, mask_head=None)
         cfg.dataloader.train.mapper.update(use_instance_mask=False, recompute_boxes=False)  # crops clip boxes
-    if cfg.model.roi_heads.get("mask_head") is None or not found.get("val", first).has_masks:
+    if heads.get("mask_head") is None or not found.get("val", first).has_masks:
         cfg.dataloader.evaluator.tasks = ("bbox",)
     return summary
+
+
+def small_data_schedule(train, dataloader, output_dir: str, max_iter: int = 5000, batch_size: int = 16):
+    """The custom-data templates' schedule, a starting point rather than a measured recipe: ``batch_size``
+    images per step, ``max_iter`` iterations with 5% warm-up then cosine decay (so ``train.max_iter=N`` on
+    the command line keeps a sound schedule), evaluation and a checkpoint every 1000; the learning rate is
+    the COCO recipe's. Sets ``train`` and ``dataloader``; returns the ``lr_multiplier``."""
+    from detectron2.config import LazyCall as L
+    from detectron2.solver import WarmupParamScheduler
+    from fvcore.common.param_scheduler import CosineParamScheduler
+
+    dataloader.train.total_batch_size = batch_size
+    train.max_iter = max_iter
+    train.eval_period = train.checkpointer.period = 1000
+    train.output_dir = output_dir
+    return L(WarmupParamScheduler)(scheduler=L(CosineParamScheduler)(start_value=1.0, end_value=0.01),
+                                   warmup_length=0.05, warmup_factor=0.001)
 
 
 def custom_metadata(cfg) -> None:
