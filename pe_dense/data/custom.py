@@ -211,9 +211,9 @@ class FolderData:
     palette: Optional[list[list[int]]] = None
     ignore_index: int = 255
     reduce_zero_label: bool = False
-    depth_scale: float = 1e-3
+    depth_scale: float = 1e-3  # millimetres, as NYU and most RGB-D cameras store depth
     min_depth: float = 1e-3
-    max_depth: float = 10.0
+    max_depth: Optional[float] = None  # declared: no default fits every camera
     focal_length: Optional[float] = None
 
     def pairs(self, split: str) -> list[tuple[Path, Path]]:
@@ -257,8 +257,8 @@ def read_declaration(path: PathLike) -> FolderData:
                 for c in palette)):
             raise DatasetError(f"{file}: 'palette' must hold one [r, g, b] (0-255) per class")
         data.classes, data.palette = classes, palette
-        data.ignore_index = _number(declaration, "ignore_index", 255, file, int)
-        data.reduce_zero_label = declaration.get("reduce_zero_label", False)
+        data.ignore_index = _number(declaration, "ignore_index", data.ignore_index, file, int)
+        data.reduce_zero_label = declaration.get("reduce_zero_label", data.reduce_zero_label)
         if not isinstance(data.reduce_zero_label, bool):
             raise DatasetError(f"{file}: 'reduce_zero_label' must be true or false")
         if not 0 <= data.ignore_index <= 255 or len(classes) > 255:
@@ -269,10 +269,8 @@ def read_declaration(path: PathLike) -> FolderData:
         if data.ignore_index < len(classes) + data.reduce_zero_label:
             raise DatasetError(f"{file}: ignore_index {data.ignore_index} is a class id")
     else:
-        data.depth_scale = _number(declaration, "depth_scale", 1e-3, file)
-        data.min_depth = _number(declaration, "min_depth", 1e-3, file)
-        data.max_depth = _number(declaration, "max_depth", None, file)
-        data.focal_length = _number(declaration, "focal_length", None, file)
+        for key in ("depth_scale", "min_depth", "max_depth", "focal_length"):
+            setattr(data, key, _number(declaration, key, getattr(data, key), file))
         if data.max_depth is None:
             raise DatasetError(f"{file}: depth datasets declare 'max_depth' (metres), the largest valid depth")
         if not 0 <= data.min_depth < data.max_depth or data.depth_scale <= 0 or (data.focal_length or 1) <= 0:
@@ -285,6 +283,7 @@ def _pairs(root: Path, folders: dict[str, str], label_suffixes: tuple[str, ...])
     for folder in (image_dir, label_dir):
         if not folder.is_dir():
             raise DatasetError(f"folder {folder} does not exist")
+
     def by_stem(folder: Path, suffixes) -> dict[str, Path]:
         found = {}
         for path in sorted(folder.iterdir()):
@@ -294,6 +293,7 @@ def _pairs(root: Path, folders: dict[str, str], label_suffixes: tuple[str, ...])
                                        f"{path.name}")
                 found[path.stem] = path
         return found
+
     images, labels = by_stem(image_dir, IMAGE_SUFFIXES), by_stem(label_dir, label_suffixes)
     if not images:
         raise DatasetError(f"split folder {image_dir} has no images ({', '.join(IMAGE_SUFFIXES)})")
@@ -327,9 +327,10 @@ def read_depth(path: Path, scale: float) -> np.ndarray:
 def _read_image_array(path: Path, what: str) -> np.ndarray:
     try:
         with Image.open(path) as image:
-            if image.mode in ("I;16", "I;16B", "I"):
-                return np.asarray(image).astype(np.uint16 if image.mode.startswith("I;16") else np.int32)
-            return np.asarray(image)
+            array = np.asarray(image)
+            if image.mode.startswith("I") and array.size and 0 <= array.min() and array.max() <= 65535:
+                array = array.astype(np.uint16)  # Pillow opens 16-bit PNGs as "I;16" or as 32-bit "I"
+            return array
     except (OSError, ValueError) as e:
         raise DatasetError(f"cannot read {what} {path}: {e}") from None
 

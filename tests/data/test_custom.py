@@ -1,5 +1,7 @@
-"""The checks of one's own COCO-format detection files (pe_dense.data.custom): the summary, an error naming
-the file or entry for each kind of bad input, warnings for what trains but deserves a look."""
+"""The checks of one's own datasets (pe_dense.data.custom): COCO-format detection files (the summary, an error
+naming the file or entry for each kind of bad input, warnings for what trains but deserves a look) and the
+dataset.json of segmentation and depth folders (their files are checked in
+tests/integrations/test_mmseg_custom_data.py, through the command that trains on them)."""
 
 import json
 from pathlib import Path
@@ -104,3 +106,36 @@ def test_crowd_only_images_empty_classes_and_elongated_images_are_warnings(tmp_p
     assert "1 class(es) have no instances: never" in warnings
     assert "3 image(s) more elongated than 5:1" in warnings
     assert not data.has_masks and data.classes == ["a", "b", "never"]
+
+
+SEGMENTATION = {"task": "segmentation", "classes": ["a", "b"]}
+
+
+@pytest.mark.parametrize("declaration, error", [
+    ({"task": "detection"}, "'task' must be 'segmentation' or 'depth'"),
+    ({**SEGMENTATION, "classes": ["a", "a"]}, "class names repeat: ['a']"),
+    ({**SEGMENTATION, "palette": [[0, 0, 0]]}, "'palette' must hold one [r, g, b] (0-255) per class"),
+    ({**SEGMENTATION, "ignore_index": 1}, "ignore_index 1 is a class id"),
+    ({**SEGMENTATION, "reduce_zero_label": True, "ignore_index": 0}, "set ignore_index to 255"),
+    ({**SEGMENTATION, "ignore_index": 2.5}, "'ignore_index' must be an integer"),
+    ({**SEGMENTATION, "splits": {"train": {"images": "x"}}}, "'splits' maps each split"),
+    ({"task": "depth"}, "depth datasets declare 'max_depth'"),
+    ({"task": "depth", "max_depth": 10, "min_depth": 20}, "0 <= min_depth < max_depth"),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_a_declaration_that_makes_no_sense_is_refused(declaration, error, tmp_path):
+    from pe_dense.data.custom import read_declaration
+
+    (tmp_path / "dataset.json").write_text(json.dumps(declaration))
+    with pytest.raises(DatasetError) as refused:
+        read_declaration(tmp_path)
+    assert error in str(refused.value) and str(tmp_path / "dataset.json") in str(refused.value)
+
+
+def test_a_declaration_takes_the_default_folders_and_settings(tmp_path):
+    from pe_dense.data.custom import read_declaration
+
+    (tmp_path / "dataset.json").write_text(json.dumps({"task": "depth", "max_depth": 80}))
+    data = read_declaration(tmp_path / "dataset.json")
+    assert data.splits == {"train": {"images": "images/train", "labels": "depth/train"},
+                           "val": {"images": "images/val", "labels": "depth/val"}}
+    assert (data.depth_scale, data.min_depth, data.max_depth, data.focal_length) == (1e-3, 1e-3, 80, None)
