@@ -69,7 +69,9 @@ def run(args) -> None:
                       resume=args.resume, launcher=args.launcher, checkpoint=args.test)
     loaders = ["test_dataloader"] if args.test else ["train_dataloader", "val_dataloader"]
     if args.data:
-        use_dataset(cfg, args.data, loaders).print()
+        summary = use_dataset(cfg, args.data, loaders)  # every process checks: each needs the file lists
+        if os.environ.get("RANK", "0") == "0":
+            summary.print()
     check_datasets(cfg, loaders)
     runner = Runner.from_cfg(cfg)
     if args.test:
