@@ -162,8 +162,13 @@ def check_coco(json_file: PathLike, image_root: PathLike, split: str = "train") 
                                f"{names[image['file_name']]} and {image['id']})")
         if image["id"] in images:
             raise DatasetError(f"{json_file}: duplicate image id {image['id']}")
-        if not (image_root / image["file_name"]).is_file():
-            raise DatasetError(f"{where}: {image_root / image['file_name']} does not exist")
+        path = image_root / image["file_name"]
+        if not path.is_file():
+            raise DatasetError(f"{where}: {path} does not exist")
+        width, height = _image_size(path, upright=True)
+        if (width, height) != (image["width"], image["height"]):
+            raise DatasetError(f"{where}: the json says {image['width']}x{image['height']} but {path} is "
+                               f"{width}x{height} (as its EXIF orientation turns it)")
         names[image["file_name"]] = image["id"]
         images[image["id"]] = image
         summary.sizes[(image["width"], image["height"])] += 1
@@ -335,12 +340,16 @@ def _read_image_array(path: Path, what: str) -> np.ndarray:
         raise DatasetError(f"cannot read {what} {path}: {e}") from None
 
 
-def _image_size(path: Path) -> tuple[int, int]:
+def _image_size(path: Path, upright: bool = False) -> tuple[int, int]:
+    """(width, height) from the file's header; ``upright``: as its EXIF orientation turns it (as detectron2
+    reads images)."""
     try:
         with Image.open(path) as image:
-            return image.size
+            width, height = image.size
+            turned = upright and image.getexif().get(0x0112) in (5, 6, 7, 8)  # a quarter turn
     except (OSError, ValueError) as e:
         raise DatasetError(f"cannot read image {path}: {e}") from None
+    return (height, width) if turned else (width, height)
 
 
 def _check_size(label: Path, labels: np.ndarray, image: Path, size: tuple[int, int]) -> None:

@@ -33,6 +33,11 @@ def missing_image(coco):
     return "gone.jpg"
 
 
+def size_other_than_the_file(coco):
+    coco["images"][1]["width"] = 640
+    return "the json says 640x48 but"
+
+
 def unknown_image_id(coco):
     coco["annotations"][0]["image_id"] = 999
     return "annotation 1 points at unknown image id 999"
@@ -68,8 +73,9 @@ def no_images(coco):
     return "split 'train' has no images"
 
 
-@pytest.mark.parametrize("damage", [missing_image, unknown_image_id, unknown_category_id, box_outside_the_image,
-                                    box_of_zero_area, polygon_of_two_points, duplicate_file_name, no_images],
+@pytest.mark.parametrize("damage", [missing_image, size_other_than_the_file, unknown_image_id, unknown_category_id,
+                                    box_outside_the_image, box_of_zero_area, polygon_of_two_points,
+                                    duplicate_file_name, no_images],
                          ids=lambda f: f.__name__)
 def test_each_bad_entry_is_named(damage, tmp_path):
     path = write_coco(tmp_path)
@@ -139,3 +145,21 @@ def test_a_declaration_takes_the_default_folders_and_settings(tmp_path):
     assert data.splits == {"train": {"images": "images/train", "labels": "depth/train"},
                            "val": {"images": "images/val", "labels": "depth/val"}}
     assert (data.depth_scale, data.min_depth, data.max_depth, data.focal_length) == (1e-3, 1e-3, 80, None)
+
+
+def test_image_sizes_are_read_as_the_exif_orientation_turns_them(tmp_path):
+    from PIL import Image
+
+    path = write_coco(tmp_path, images=1)  # 64 wide, 48 high on disk
+    image = Image.open(tmp_path / "pics/shot_0.jpg")
+    exif = image.getexif()
+    exif[0x0112] = 6  # shown turned a quarter: 48 wide, 64 high
+    image.save(tmp_path / "pics/shot_0.jpg", exif=exif)
+    with pytest.raises(DatasetError, match="the json says 64x48 but .* is 48x64"):
+        check_coco(path, tmp_path / "pics")
+
+    def turned(coco):
+        coco["images"][0].update(width=48, height=64)
+        coco["annotations"] = []
+
+    assert check_coco(_edit(path, turned), tmp_path / "pics").summary.sizes == {(48, 64): 1}
