@@ -29,15 +29,19 @@ def _image(rng, path, size=SIZE):
 
 
 def write_segmentation(root: Path, images=(3, 2)) -> Path:
-    """Photos and grey masks (0 unlabelled, 1-3 the classes) under folder names of the owner's choosing."""
+    """Photos with grey (training) and indexed (validation) masks, 0 unlabelled and 1-3 the classes, under
+    folder names of the owner's choosing."""
     rng = np.random.default_rng(0)
     for split, count in zip(("fit", "check"), images):
         (root / "photos" / split).mkdir(parents=True)
         (root / "labels" / split).mkdir(parents=True)
         for i in range(count):
             _image(rng, root / "photos" / split / f"frame{i}.jpg")
-            mask = np.repeat(np.arange(SIZE[0])[:, None] * 4 // SIZE[0], SIZE[1], 1).astype(np.uint8)
-            Image.fromarray(mask, mode="L").save(root / "labels" / split / f"frame{i}.png")
+            mask = Image.fromarray(np.repeat(np.arange(SIZE[0])[:, None] * 4 // SIZE[0], SIZE[1], 1).astype(np.uint8))
+            if split == "check":  # indexed PNGs, as annotation tools export them: the values count, not the colours
+                mask = mask.convert("P")
+                mask.putpalette([255, 255, 255] * 256)
+            mask.save(root / "labels" / split / f"frame{i}.png")
     declaration = {"task": "segmentation", "classes": CLASSES, "palette": [[0, 0, 255], [0, 255, 0], [90, 90, 90],
                                                                          [255, 0, 0]],
                    "reduce_zero_label": True,
