@@ -6,11 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from pe_dense import FeatureStore
 from pe_dense.cli import main
 from pe_dense.models import build_encoder, read_checkpoint
 
@@ -25,26 +25,24 @@ def test_features_on_samples_files_and_folders(tmp_path, t16_weights, capsys):
     (folder / "notes.txt").write_text("not an image")
     out = tmp_path / "out"
     code = main(["features", "sample:coffee", str(folder), str(folder / "red.png"), "--model", MODEL,
-                 "--weights", str(t16_weights), "--layer", "-4", "--size", "256x384", "--batch-size", "2",
-                 "--out", str(out)])
+                 "--weights", str(t16_weights), "--layers", "-4", "--size", "256x384", "--batch-size", "2",
+                 "--workers", "0", "--out", str(out)])
     assert code == 0
     assert "RANDOM" not in capsys.readouterr().err
-    manifest = json.loads((out / "features.json").read_text())
-    assert [i["name"] for i in manifest["images"]] == ["coffee", "green", "red", "red_1"]
-    assert manifest["layer"] == -4 and manifest["input_size"] == [256, 384]
-    coffee = np.load(out / "coffee.npy")
-    assert coffee.shape == (192, 16, 24) and coffee.dtype == np.float32
-    # the saved features are exactly the model's, at the requested layer and size
+    store = FeatureStore(out)
+    assert list(store) == ["sample:coffee", f"{folder.as_posix()}/green.jpg", f"{folder.as_posix()}/red.png"]
+    assert store.manifest["layers"] == [-4] and store.manifest["preprocessing"]["size"] == [256, 384]
+    coffee = store["sample:coffee"]["layer_-4"]
+    assert coffee.shape == (192, 16, 24) and coffee.dtype == torch.float32
+    # the stored features are exactly the model's, at the requested layer and size
     from pe_dense.data import sample_image
     from pe_dense.models import preprocess
 
     model = build_encoder(MODEL, t16_weights)
     with torch.no_grad():
         expected = model.dense_features(preprocess(sample_image("coffee"), (256, 384))[None], layer=-4)[0]
-    np.testing.assert_allclose(coffee, expected.numpy(), atol=1e-5)
-    assert Image.open(out / "coffee_pca.png").size == (600, 400)  # the picture has the image's size
-    assert Image.open(out / "green_pca.png").size == (90, 160)
-    assert not list(out.glob(".*partial*"))
+    torch.testing.assert_close(coffee, expected, atol=1e-5, rtol=0)
+    assert not list(out.rglob(".*partial*"))
 
 
 def test_random_weights_are_announced_loudly(tmp_path, capsys):
@@ -54,11 +52,11 @@ def test_random_weights_are_announced_loudly(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["missing.jpg"], "image 'missing.jpg' does not exist"),
+    (["missing.jpg"], "input 'missing.jpg' does not exist"),
     (["sample:lena"], "unknown sample image 'lena'"),
     (["sample:coffee", "--size", "100"], "not a positive multiple of the patch size 16"),
     (["sample:coffee", "--size", "12x"], "size must be N or HxW"),
-    (["sample:coffee", "--layer", "12"], "layer 12 is out of range"),
+    (["sample:coffee", "--layers", "12"], "layer 12 is out of range"),
     (["sample:coffee", "--model", "PE-Spatial-Q16-512"], "unknown PE model"),
     (["sample:coffee", "--weights", "nope.pt"], "'nope.pt' does not exist"),
 ])
@@ -72,10 +70,11 @@ def test_bad_input_exits_2_with_a_message_and_writes_nothing(tmp_path, capsys, a
     assert not out.exists()  # not even an empty folder
 
 
-def test_unreadable_image_fails_cleanly(tmp_path, capsys):
+def test_an_unreadable_image_stops_a_strict_run_cleanly(tmp_path, capsys):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG not really")
-    assert main(["features", str(bad), "--model", MODEL, "--size", "64", "--out", str(tmp_path / "o")]) == 2
+    assert main(["features", str(bad), "--model", MODEL, "--size", "64", "--strict", "--workers", "0",
+                 "--out", str(tmp_path / "o")]) == 2
     assert "cannot read" in capsys.readouterr().err and not (tmp_path / "o" / "features.json").exists()
 
 
@@ -121,7 +120,7 @@ def test_installed_entry_point(tmp_path):
     result = subprocess.run([str(ENTRY_POINT), "features", "sample:chelsea", "--model", MODEL, "--size", "64",
                              "--out", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "chelsea.npy").exists() and "RANDOM weights" in result.stderr
+    assert "sample:chelsea" in FeatureStore(tmp_path) and "RANDOM weights" in result.stderr
 
 
 def test_batch_size_must_be_positive(tmp_path, capsys):
@@ -146,7 +145,7 @@ def test_help_shows_the_defaults(command, options, capsys):
         assert "default" in section, (option, section)
 
 
-@pytest.mark.parametrize("command, manifest", [("features", "features.json"), ("viz", "viz.json")])
+@pytest.mark.parametrize("command, manifest", [("viz", "viz.json")])
 def test_results_are_replaced_only_with_force(tmp_path, t16_weights, capsys, command, manifest):
     out = tmp_path / "out"
     out.mkdir()
@@ -230,11 +229,14 @@ def test_an_image_over_the_pixel_limit_says_how_to_allow_it(monkeypatch, tmp_pat
     big = tmp_path / "big.png"
     Image.new("RGB", (100, 100)).save(big)
     monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1000)  # 10000 pixels is over twice the limit
-    assert main(["features", str(big), "--model", MODEL, "--size", "64", "--out", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err
-    assert "too large to open safely" in err and "10000 pixels" in err and "PE_DENSE_MAX_IMAGE_PIXELS" in err
+    argv = ["features", str(big), "--model", MODEL, "--size", "64", "--workers", "0", "--force", "--out",
+            str(tmp_path / "o")]
+    assert main(argv) == 1  # recorded as a failure, and the run goes on
+    [failure] = FeatureStore(tmp_path / "o").failures
+    reason = failure["reason"]
+    assert "too large to open safely" in reason and "10000 pixels" in reason and "PE_DENSE_MAX_IMAGE_PIXELS" in reason
     monkeypatch.setenv("PE_DENSE_MAX_IMAGE_PIXELS", "0")
-    assert main(["features", str(big), "--model", MODEL, "--size", "64", "--out", str(tmp_path / "o")]) == 0
+    assert main(argv) == 0
     assert PILImage.MAX_IMAGE_PIXELS == 1000  # the limit is back
 
 
@@ -274,7 +276,7 @@ def test_lists_are_written_with_commas_and_the_earlier_spaces_still_read_with_a_
 
 
 def test_pe_dense_debug_shows_the_traceback_of_an_error(monkeypatch, tmp_path, capsys):
-    argv = ["features", "sample:coffee", "--model", MODEL, "--layer", "12", "--size", "64", "--out", str(tmp_path)]
+    argv = ["features", "sample:coffee", "--model", MODEL, "--layers", "12", "--size", "64", "--out", str(tmp_path)]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "layer 12 is out of range" in err and "Traceback" not in err

@@ -112,7 +112,8 @@ def test_the_features_and_tracking_stages_type_their_commands_and_report_what_th
         out = Path(args[args.index("--out") + 1])
         out.mkdir(parents=True, exist_ok=True)
         if command == "pe-dense features":
-            (out / "features.json").write_text(json.dumps({"images": [{"shape": [192, 32, 32]}] * 3}))
+            (out / "features.json").write_text(json.dumps(
+                {"items": {f"sample:{n}": {"shapes": {"layer_-1": [192, 32, 32]}} for n in range(3)}}))
         if shown.endswith("eval_davis.py"):
             (out / "global_results-val.csv").write_text("J&F-Mean,J-Mean,F-Mean\n0.75,0.7,0.8\n")
 
@@ -131,6 +132,6 @@ def test_the_features_and_tracking_stages_end_to_end(demo, tmp_path):
     assert rows["features"]["detail"].startswith("3 images, 192 x 32 x 32 features each")
     j_and_f = float(rows["tracking"]["detail"].split()[1])
     assert 0.5 < j_and_f <= 1.0  # random weights still follow the shapes by colour
-    assert len(list((tmp_path / "features" / "features").glob("*_pca.png"))) == 3
+    assert len(list((tmp_path / "features" / "features" / "pictures").glob("*.png"))) == 3
     assert list((tmp_path / "features" / "pictures").glob("*.png"))
     assert (tmp_path / "tracking" / "scores" / "global_results-val.csv").is_file()

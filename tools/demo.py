@@ -98,11 +98,12 @@ class Stage:
 
 # ------------------------------------------------------------------------------------------ stages
 def features(ctx: Context, out: Path) -> str:
-    ctx.pe_dense("features", *SAMPLES, "--model", MODEL, *ctx.weights_args, "--out", str(out / "features"), "--force")
+    ctx.pe_dense("features", *SAMPLES, "--model", MODEL, *ctx.weights_args, "--pictures", "--out",
+                 str(out / "features"), "--force")
     ctx.pe_dense("viz", *SAMPLES, "--model", MODEL, *ctx.weights_args, "--mode", "lch", "--fit", "all",
                  "--layers", "3,7,-1", "--out", str(out / "pictures"), "--force")
-    images = json.loads((out / "features" / "features.json").read_text())["images"]
-    channels, rows, cols = images[0]["shape"]
+    images = list(json.loads((out / "features" / "features.json").read_text())["items"].values())
+    channels, rows, cols = images[0]["shapes"]["layer_-1"]
     return f"{len(images)} images, {channels} x {rows} x {cols} features each; PCA and LCh pictures"
 
 

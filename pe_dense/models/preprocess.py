@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Optional, Union
 
@@ -27,6 +28,20 @@ def parse_size(text: Optional[str], default: int) -> tuple[int, int]:
     if len(parts) > 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
         raise ValueError(f"size must be N or HxW with positive integers, got '{text}'")
     return int(parts[0]), int(parts[-1])
+
+
+def aspect_size(width: int, height: int, patch: int, *, short_side: Optional[int] = None,
+                max_tokens: Optional[int] = None) -> tuple[int, int]:
+    """(height, width), multiples of ``patch``, keeping a ``width`` x ``height`` image's aspect: its short side
+    scaled to ``short_side`` (both sides rounded to the nearest multiple), or the largest size with at most
+    ``max_tokens`` patches (both sides rounded down). Exactly one of the two is given."""
+    if (short_side is None) == (max_tokens is None):
+        raise ValueError("give exactly one of short_side and max_tokens")
+    if short_side is not None:
+        scale = short_side / min(width, height)
+        return max(patch, round(height * scale / patch) * patch), max(patch, round(width * scale / patch) * patch)
+    scale = math.sqrt(max_tokens / (width * height)) * patch  # pixels per token side
+    return max(1, math.floor(height * scale / patch)) * patch, max(1, math.floor(width * scale / patch)) * patch
 
 
 def load_image(path: Union[str, os.PathLike]) -> Image.Image:

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from ..models.inference import PRECISIONS, autocast, with_matmul_weights_in
-from ..models.preprocess import preprocess
+from ..models.preprocess import aspect_size, preprocess
 from .propagation import LabelPropagator, PropagationConfig, corner_view, labels_at_pixels, one_hot_labels
 
 PROTOCOL_SHORT_SIDE = 480  # the DAVIS protocol's frame size (docs/protocols.md#davis-label-propagation)
@@ -62,9 +62,7 @@ class VideoTracker:
 
     def input_size(self, width: int, height: int) -> tuple[int, int]:
         """(height, width) fed to the encoder for a ``width`` x ``height`` frame."""
-        scale = self.short_side / min(width, height)
-        p = self.patch_size
-        return max(p, round(height * scale / p) * p), max(p, round(width * scale / p) * p)
+        return aspect_size(width, height, self.patch_size, short_side=self.short_side)
 
     def check_frame_size(self, width: int, height: int) -> None:
         """Fail before any output on settings the first propagated frame would refuse: ``topk`` beyond

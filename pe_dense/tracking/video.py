@@ -17,6 +17,7 @@ from ..models.preprocess import load_image
 
 PathLike = Union[str, os.PathLike]
 DEFAULT_FPS = 24.0
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm")
 
 
 def _av():
@@ -53,6 +54,18 @@ class VideoFrames:
                 stream = container.streams.video[0]
                 self.total = stream.frames or None  # 0 when the container does not say
                 self.fps = float(stream.average_rate) if stream.average_rate else DEFAULT_FPS
+        except av.error.FFmpegError as e:
+            raise ValueError(f"cannot read '{self.path}' as a video ({e})") from None
+
+    def count(self) -> int:
+        """The number of frames: from the container's header, or by reading its packets (no decoding) when the
+        header does not say."""
+        if self.total:
+            return self.total
+        av = _av()
+        try:
+            with av.open(str(self.path)) as container:
+                return sum(packet.size > 0 for packet in container.demux(video=0))
         except av.error.FFmpegError as e:
             raise ValueError(f"cannot read '{self.path}' as a video ({e})") from None
 
