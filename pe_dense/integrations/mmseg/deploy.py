@@ -27,7 +27,7 @@ class WholeModel(nn.Module):
 
     As mmseg's test step runs it, after the test pipeline's loading and resizing: channels in the model's
     order, ``(x - mean) / std``, zero padding (``pad_val``) at the bottom and right to the data preprocessor's
-    ``size_divisor``, the config's inference mode (``whole`` or ``slide``), padding cut off.
+    ``size_divisor``, whole-image inference, padding cut off.
     """
 
     def __init__(self, model: nn.Module):
@@ -42,6 +42,10 @@ class WholeModel(nn.Module):
         if self.task == "depth" and not isinstance(model.decode_head, DepthHead):
             raise ValueError(f"a DepthEstimator with a {type(model.decode_head).__name__} cannot be exported whole: "
                              f"only pe_dense's depth heads (LinearBinsDepthHead, DPTDepthHead)")
+        mode = model.test_cfg.get("mode", "whole")
+        if mode != "whole":  # mmseg's sliding windows check their coverage on the data: not traceable
+            raise ValueError(f"{mode} inference cannot be exported: export the whole-image mode "
+                             f"(--set model.test_cfg.mode=whole), at the crop size for the same windows")
         pre = model.data_preprocessor
         test_cfg = pre.test_cfg or {}
         if test_cfg.get("size"):
@@ -54,7 +58,6 @@ class WholeModel(nn.Module):
         self.register_buffer("std", pre.std.clone() if pre._enable_normalize else torch.ones(3, 1, 1))
         self.size_divisor = test_cfg.get("size_divisor") or 1
         self.pad_val = float(pre.pad_val)
-        self.mode = model.test_cfg.get("mode", "whole")
         self.output_names = ["classes", "logits"] if self.task == "segmentation" else ["depth"]
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -70,7 +73,7 @@ class WholeModel(nn.Module):
 
     def facts(self) -> dict:
         """What the manifest says of the input and the graph."""
-        return {"task": self.task, "mode": self.mode,
+        return {"task": self.task,
                 "normalisation": {"channels": "RGB", "scale": "pixel (0 to 255)", "mean": self.mean.flatten().tolist(),
                                   "std": self.std.flatten().tolist(), "where": "inside the graph"},
                 "padding": {"size_divisor": self.size_divisor, "value": self.pad_val,
