@@ -152,3 +152,27 @@ def test_an_export_that_disagrees_with_pytorch_is_not_written(tmp_path, tiny_con
         export_encoder(build_encoder(tiny_config), tmp_path / "tiny.pt2", format="exported-program", size=(64, 64),
                        layers=(0,))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("format, dtype", [("onnx", "fp16"), ("exported-program", "bf16")])
+def test_reduced_precision_exports_stay_within_their_tolerance(tmp_path, tiny_config, format, dtype):
+    encoder = randomize_(build_encoder(tiny_config), seed=2)
+    out = tmp_path / f"encoder{SUFFIX[format]}"
+    manifest = export_encoder(encoder, out, format=format, size=(64, 96), layers=(-1,), dtype=dtype)
+    assert manifest["dtype"] == dtype and manifest["input"]["dtype"] == "float32"
+    images = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        expected = encoder.dense_features(images)
+    (got,) = _load(out, format)(images)
+    assert got.dtype == torch.float32
+    gap = (got - expected).abs().max().item()
+    tolerance = pe_dense.export.TOLERANCE[dtype] * expected.abs().max().item()
+    assert 0 < gap <= tolerance  # reduced precision: not bit-identical, within the stated bound
+    assert manifest["check"]["tolerance"] == pe_dense.export.TOLERANCE[dtype]
+
+
+def test_a_precision_onnxruntime_cannot_run_here_is_refused(tmp_path, capsys):
+    argv = ["export", MODEL, "--format", "onnx", "--size", "64", "--dtype", "bf16", "--out", str(tmp_path / "m.onnx")]
+    assert main(argv) == 2
+    assert "cannot run bf16 convolutions on this CPU" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -1,5 +1,6 @@
-"""``pe-dense export``: the encoder as ONNX or a torch.export ExportedProgram, checked against PyTorch before it
-is written."""
+"""``pe-dense export``: the encoder, or a whole trained segmenter or depth estimator (an mmseg config and its
+weights), as ONNX or a torch.export ExportedProgram in fp32, fp16 or bf16, checked against PyTorch before it is
+written."""
 
 from __future__ import annotations
 
@@ -8,27 +9,40 @@ from pathlib import Path
 
 from ..arguments import CommaList
 from ..atomic_files import write_json
-from .common import build_encoder, check_out_file, weights_name
+from .common import UsageError, build_encoder, check_out_file, config_overrides, weights_name
 
-HELP = "the encoder as ONNX or a torch.export ExportedProgram, checked against PyTorch"
+HELP = "the encoder or a whole segmenter / depth estimator as ONNX or an ExportedProgram, checked against PyTorch"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..export import FORMATS
+    from ..export import DTYPES, FORMATS
 
-    parser.add_argument("model", metavar="MODEL", help="model name, e.g. PE-Spatial-S16-512 (see `pe-dense models`)")
+    parser.add_argument("model", metavar="MODEL", nargs="?",
+                        help="model name of an encoder export, e.g. PE-Spatial-S16-512 (see `pe-dense models`)")
+    parser.add_argument("--config", type=Path,
+                        help="export a whole trained model instead: its mmseg config (segmenter or depth estimator), "
+                             "a file or pe_dense:NAME; --weights is then its trained checkpoint")
     parser.add_argument("--weights", help="checkpoint file, 'hub' for the released weights, or hf://repo:file; "
-                                          "random weights if omitted")
-    parser.add_argument("--format", choices=FORMATS, required=True,
-                        help="onnx, or exported-program (.pt2, torch.export.load)")
-    parser.add_argument("--size", required=True, help="input size N or HxW, multiples of the patch size (with "
-                                                      "--dynamic: the size traced and checked)")
-    parser.add_argument("--layers", action=CommaList, item=int, default=[-1], metavar="LAYER,...",
-                        help="blocks whose dense maps are outputs (negative counts from the end)")
-    parser.add_argument("--pooled", action="store_true", help="also output the CLIP embedding (PE-Core models)")
+                                          "random weights if omitted (encoder only)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override of --config (repeatable)")
+    parser.add_argument("--format", choices=FORMATS, default="onnx",
+                        help="onnx (default), or exported-program (.pt2, torch.export.load)")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default="fp32",
+                        help="precision of the exported graph's weights and arithmetic (inputs and float outputs "
+                             "stay float32)")
+    parser.add_argument("--size", required=True,
+                        help="input size N or HxW: for an encoder multiples of the patch size, for a whole model any "
+                             "(with --dynamic: the size traced and checked)")
+    parser.add_argument("--layers", action=CommaList, item=int, default=None, metavar="LAYER,...",
+                        help="encoder only: blocks whose dense maps are outputs (negative counts from the end; "
+                             "default -1)")
+    parser.add_argument("--pooled", action="store_true", help="encoder only: also output the CLIP embedding "
+                                                              "(PE-Core models)")
     parser.add_argument("--dynamic", action="store_true", help="any height and width that are multiples of the "
-                                                               "patch size, not only --size (the batch size is always "
-                                                               "free)")
+                                                               "patch size (whole models: of the config's size "
+                                                               "divisor), not only --size (the batch size is "
+                                                               "always free)")
     parser.add_argument("--force", action="store_true", help="replace an existing output file")
     parser.add_argument("--out", type=Path, required=True, help="output file, e.g. model.onnx; FILE.json beside it "
                                                                 "describes it")
@@ -36,20 +50,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export import check_request, export_encoder
-    from ..models import get_config
     from ..models.preprocess import parse_size
 
-    config = get_config(args.model)
-    size = parse_size(args.size, config.image_size)
+    if (args.model is None) == (args.config is None):
+        raise UsageError("name a MODEL (the encoder) or --config with --weights (a whole model), not both")
     manifest_path = args.out.with_name(f"{args.out.name}.json")
     for path in (args.out, manifest_path):
         check_out_file(path, args.force, "e.g. model.onnx or model.pt2")
-    check_request(config, args.format, size, args.layers, args.pooled)
-    manifest = export_encoder(build_encoder(args), args.out, format=args.format, size=size, layers=args.layers,
-                              pooled=args.pooled, dynamic=args.dynamic)
+    if args.config is not None:
+        return _export_whole(args, manifest_path)
+    if args.set:
+        raise UsageError("--set applies to --config")
+    from ..export import check_request, export_encoder
+    from ..models import get_config
+
+    config = get_config(args.model)
+    size = parse_size(args.size, config.image_size)
+    layers = args.layers or [-1]
+    check_request(config, args.format, size, layers, args.pooled, args.dtype)
+    manifest = export_encoder(build_encoder(args), args.out, format=args.format, size=size, layers=layers,
+                              pooled=args.pooled, dynamic=args.dynamic, dtype=args.dtype)
     write_json(manifest_path, {"model": args.model, "weights": weights_name(args), **manifest})
     check = manifest["check"]
-    print(f"wrote {args.out} and {manifest_path.name}; run in {check['runtime']}, it agrees with PyTorch to "
-          f"{check['max_abs_diff']:.1e}")
+    print(f"wrote {args.out} and {manifest_path.name} ({args.dtype}); run in {check['runtime']}, it agrees with "
+          f"PyTorch to {check['max_abs_diff']:.1e}")
+    return 0
+
+
+def _export_whole(args: argparse.Namespace, manifest_path: Path) -> int:
+    from ..export import export_whole_model, require
+    from ..models.preprocess import parse_size
+
+    if args.layers is not None or args.pooled:
+        raise UsageError("--layers and --pooled apply to encoder exports, not to --config")
+    if args.weights is None:
+        raise UsageError("--config needs --weights: the model's trained checkpoint")
+    size = parse_size(args.size, 0)
+    overrides = config_overrides(args.set)
+    require(args.format, args.dtype)
+    try:
+        from ..integrations.mmseg.deploy import load_whole_model
+    except ImportError as e:
+        raise UsageError(f"exporting a whole model needs mmsegmentation, mmengine and mmcv (docs/install.md): "
+                         f"{e}") from None
+    model, facts = load_whole_model(str(args.config), args.weights, overrides)
+    manifest = export_whole_model(model, args.out, format=args.format, size=size, dynamic=args.dynamic,
+                                  dtype=args.dtype, name=str(args.config))
+    write_json(manifest_path, {"config": str(args.config), "weights": args.weights, "overrides": overrides,
+                               **facts, **manifest})
+    check = manifest["check"]
+    measured = ", ".join(f"{k.replace('_', ' ')} {v:.4g}" for k, v in check.items() if isinstance(v, float))
+    print(f"wrote {args.out} and {manifest_path.name} ({model.task}, {args.dtype}); run in {check['runtime']} "
+          f"against PyTorch (fp32): {measured}")
     return 0

@@ -23,6 +23,27 @@ from .checkpoint import load_from_local_safely
 from .depth_heads import DepthHead
 
 
+def load_trained(config_file: str, weights: str, overrides: Optional[dict] = None):
+    """(the config, its model with the checkpoint's weights, the checkpoint's meta) for an mmseg config and
+    a checkpoint trained from it; a CheckpointError where the weights do not fit the model."""
+    cfg = Config.fromfile(str(configs.resolve(config_file)))
+    cfg.merge_from_dict({"model.backbone.weights": None, **(overrides or {})})  # the checkpoint has them
+    init_default_scope(cfg.get("default_scope", "mmseg"))
+    checkpoint = load_from_local_safely(str(weights))
+    state = checkpoint.get("state_dict")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{weights} is not an mmseg checkpoint (it has no 'state_dict')")
+    with warnings.catch_warnings():  # random weights (the checkpoint replaces them), mmseg's deprecation notes
+        warnings.simplefilter("ignore")
+        model = MODELS.build(cfg.model)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{weights} is not a trained model of {config_file}: {len(missing)} parameters are missing "
+            f"(e.g. {', '.join(missing[:3])}), {len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+    return cfg, model, checkpoint.get("meta", {})
+
+
 class Predictor:
     """An mmseg config with its trained weights, in eval mode, taking RGB uint8 arrays.
 
@@ -34,28 +55,13 @@ class Predictor:
     task = ""
 
     def __init__(self, config_file: str, weights: str, overrides: Optional[dict] = None, device: str = "cpu"):
-        cfg = Config.fromfile(str(configs.resolve(config_file)))
-        cfg.merge_from_dict({"model.backbone.weights": None, **(overrides or {})})  # the checkpoint has them
-        init_default_scope(cfg.get("default_scope", "mmseg"))
-        checkpoint = load_from_local_safely(str(weights))
-        state = checkpoint.get("state_dict")
-        if not isinstance(state, dict):
-            raise CheckpointError(f"{weights} is not an mmseg checkpoint (it has no 'state_dict')")
-        with warnings.catch_warnings():  # random weights (the checkpoint replaces them), mmseg's deprecation notes
-            warnings.simplefilter("ignore")
-            self.model = MODELS.build(cfg.model)
+        self.cfg, self.model, self.checkpoint_meta = load_trained(config_file, weights, overrides)
         is_depth = isinstance(self.model.decode_head, DepthHead)
         if is_depth != (self.task == "depth"):
             raise ValueError(f"{config_file} is {'a' if is_depth else 'not a'} depth estimator: use "
                              f"`pe-dense {'depth' if is_depth else 'segment'}`")
-        missing, unexpected = self.model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise CheckpointError(
-                f"{weights} is not a trained model of {config_file}: {len(missing)} parameters are missing "
-                f"(e.g. {', '.join(missing[:3])}), {len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
         self.model.to(device).eval()
-        self.cfg, self.checkpoint_meta = cfg, checkpoint.get("meta", {})
-        steps = [step for step in cfg.test_dataloader.dataset.pipeline if not step["type"].startswith("Load")]
+        steps = [step for step in self.cfg.test_dataloader.dataset.pipeline if not step["type"].startswith("Load")]
         self.pipeline = Compose([dict(type="LoadImageFromNDArray"), *steps])
 
     @torch.no_grad()
