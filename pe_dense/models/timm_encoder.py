@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from .checkpoint import CheckpointError
 from .configs import UnknownModelError
-from .hub import HUB_ALIASES, WeightsNotFoundError, _download, resolve_weights
+from .hub import HUB_ALIASES, WeightsNotFoundError, resolve_weights
 from .preprocess import Pixels
 
 PREFIX = "timm:"
@@ -189,7 +189,7 @@ def build_timm_encoder(name: str, weights: Union[None, str, os.PathLike] = None,
         model = _create(name, **options)
     else:
         timm_config(name)  # the name and the layout, checked before any file is looked for
-        path = _weights_file(name, str(weights))
+        path = weights_file(name, str(weights))
         try:
             model = _create(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **options)
         except (RuntimeError, KeyError) as e:  # what torch's and timm's loaders raise on a mismatch
@@ -197,7 +197,8 @@ def build_timm_encoder(name: str, weights: Union[None, str, os.PathLike] = None,
     return TimmEncoder(name, model).eval()
 
 
-def _weights_file(name: str, weights: str) -> Path:
+def weights_file(name: str, weights: str) -> Path:
+    """The local file of ``weights`` for ``timm:NAME``: a path, hf://repo:file, or "hub" for timm's release."""
     if weights not in HUB_ALIASES:
         return resolve_weights(name, weights)
     with torch.device("meta"):
@@ -205,10 +206,10 @@ def _weights_file(name: str, weights: str) -> Path:
     if not source.get("hf_hub_id"):
         raise WeightsNotFoundError(f"timm publishes {name}'s weights outside the Hugging Face hub: download them "
                                    f"and pass the file")
-    return _download(source["hf_hub_id"], source.get("hf_hub_filename", HUB_FILE))
+    return resolve_weights(name, f"hf://{source['hf_hub_id']}:{source.get('hf_hub_filename', HUB_FILE)}")
 
 
-def random_weights_state(encoder: Union[nn.Module, TimmEncoder]) -> dict:
+def checkpoint_state(encoder: nn.Module) -> dict:
     """The state dict a checkpoint file of ``encoder`` holds: timm's own names for a timm model."""
     return encoder.model.state_dict() if isinstance(encoder, TimmEncoder) else encoder.state_dict()
 

@@ -105,6 +105,25 @@ def test_weights_load_from_a_file_and_a_file_of_another_model_is_refused(tmp_pat
         build_encoder("timm:vit_small_patch14_dinov2", path, depth=DEPTH)
 
 
+def test_hub_weights_are_timms_release_through_pe_dense_hub_rules(tmp_path, monkeypatch):
+    from pe_dense.models import WeightsNotFoundError, hub
+    from pe_dense.models.timm_encoder import weights_file
+
+    asked = []
+    monkeypatch.setattr(hub, "_download", lambda repo, filename: asked.append((repo, filename)) or tmp_path / "w")
+    assert weights_file("timm:vit_small_patch14_dinov2.lvd142m", "hub") == tmp_path / "w"
+    assert asked == [("timm/vit_small_patch14_dinov2.lvd142m", "model.safetensors")]
+    monkeypatch.undo()
+
+    def offline():
+        raise ConnectionError("offline")
+
+    monkeypatch.setattr(hub, "_check_hub_reachable", offline)  # not cached, and no network: PE's error
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsNotFoundError, match="timm/vit_small_patch16_dinov3.lvd1689m"):
+        weights_file("timm:vit_small_patch16_dinov3.lvd1689m", "hub")
+
+
 def test_bad_inputs_are_refused_with_one_line(monkeypatch):
     from timm.models.vision_transformer import VisionTransformer
 
