@@ -40,6 +40,7 @@ class TimmConfig:
     name: str  # timm:NAME
     width: int
     depth: int
+    mlp_width: int  # the widest layer of a block's MLP
     patch_size: int
     image_size: int  # the pretrained config's input size (square)
     use_cls_token: bool
@@ -96,7 +97,9 @@ def _config(name: str, model: nn.Module) -> TimmConfig:
     if patch[0] != patch[1] or data["input_size"][1] != data["input_size"][2]:
         raise ValueError(f"{name} has a non-square patch or input ({patch}, {data['input_size']}), which pe_dense "
                          f"does not read")
-    return TimmConfig(name=name, width=model.embed_dim, depth=len(model.blocks), patch_size=patch[0],
+    mlp_width = max(m.out_features for m in model.blocks[0].modules() if isinstance(m, nn.Linear))
+    return TimmConfig(name=name, width=model.embed_dim, depth=len(model.blocks), mlp_width=mlp_width,
+                      patch_size=patch[0],
                       image_size=data["input_size"][1], use_cls_token=getattr(model, "cls_token", None) is not None,
                       prefix_tokens=model.num_prefix_tokens,
                       pixels=Pixels(tuple(data["mean"]), tuple(data["std"]), data["interpolation"]),
