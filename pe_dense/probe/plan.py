@@ -18,7 +18,7 @@ import torch
 from ..models import PEVisionTransformer, TimmConfig, build_encoder, encoder_config, load_weights, resolve_weights
 from ..models.timm_encoder import weights_file
 from . import davis_jobs, mmseg_jobs
-from .tasks import SMOKE_SHORT_SIDE, TASKS, Config, Task, parse_tasks, short_side_rule
+from .tasks import SMOKE_RESOLUTION, SMOKE_SHORT_SIDE, TASKS, Config, Task, parse_tasks, short_side_rule
 
 JOB_FILE, RESULT_FILE = "job.json", "result.json"
 RANDOM_WEIGHTS = "random_weights.pt"  # --smoke without --weights: seeded random weights shared by every task
@@ -141,7 +141,9 @@ def _runner(task: Task, config: Config, weights: Path, layers: tuple[int, ...], 
     if task.uses_mmseg:
         cfg = mmseg_jobs.prepare(task, config, weights, layers, data, request.smoke, request.launcher,
                                  folder.resolve())
-        return partial(mmseg_jobs.run, cfg), task.protocol.statement(schedule=mmseg_jobs.schedule(cfg, request.smoke))
+        statement = task.protocol.statement(schedule=mmseg_jobs.schedule(cfg, request.smoke),
+                                            **({"resolution": SMOKE_RESOLUTION} if request.smoke else {}))
+        return partial(mmseg_jobs.run, cfg), statement
     if data is not None:
         davis_jobs.check(data)
     statement = task.protocol.statement(**({"resolution": short_side_rule(SMOKE_SHORT_SIDE)} if request.smoke else {}))

@@ -28,6 +28,7 @@ SMOKE_CHECKPOINT_INTERVAL = 5
 SMOKE_TRAIN_IMAGES = 32
 SMOKE_VAL_IMAGES = 16
 SMOKE_SHORT_SIDE = 240
+SMOKE_RESOLUTION = "the built-in images at their own size, padded up to a multiple of the patch (--smoke)"
 
 # ADE20k's crops and sliding windows are 512 px, padded up to a multiple of the patch (518 for patch 14, as
 # DINOv2 pads); the windows overlap by a third.
