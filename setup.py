@@ -98,8 +98,10 @@ setup(
         # shapely: detectron2 needs it to crop polygon masks (large-scale jitter) but does not declare it
         # sam2 compiles against the installed torch (--no-build-isolation); SAM2_BUILD_CUDA=0 skips its
         # optional CUDA post-processing kernel, which alignment does not use
-        "dev": ["pytest", "pytest-xdist", "hypothesis", "ruff==0.17.6", "timm>=1.0.16", "segment-anything", "sam2",
+        "dev": ["pytest", "pytest-xdist", "hypothesis", "ruff==0.17.6", "timm>=1.0.20", "segment-anything", "sam2",
                 "tensorboard", "nbclient", "nbformat", "ipykernel", "shapely", "onnx", "onnxscript", "onnxruntime"],
+        # timm: models as encoders (--encoder timm:NAME); DINOv3 arrived in timm 1.0.20
+        "timm": ["timm>=1.0.20"],
         # needs --no-build-isolation (it compiles against the installed torch)
         "bench": ["torch-ms-deform-attn==0.1.1"],
         "detectron2": [f"detectron2 @ git+https://github.com/facebookresearch/detectron2.git@{DETECTRON2_COMMIT}",

@@ -29,9 +29,11 @@ FLOORS = {  # unit -> floor; a unit imports its own floor's units only where bot
     "pe_dense.probe": 2,  # runs the mmseg integration's probes and the core's DAVIS propagation
     "pe_dense.cli": 3, "pe_dense.__main__": 4,  # python -m pe_dense: runs the command line
 }
-# What the core may import besides the standard library: torch/numpy-level libraries.
+# What the core may import besides the standard library: torch/numpy-level libraries. timm is one (a library of
+# torch models, no framework around them): the core wraps its ViTs as encoders (pe_dense/models/timm_encoder.py)
+# so that every integration and the probe can use them, importing it only when a timm: model is asked for.
 CORE_LIBRARIES = {"torch", "torchvision", "numpy", "PIL", "scipy", "skimage", "cv2", "av", "kornia", "matplotlib",
-                  "safetensors", "huggingface_hub", "tqdm", "pycocotools"}
+                  "safetensors", "huggingface_hub", "tqdm", "pycocotools", "timm"}
 # Frameworks, each the business of one integration (or of the project built on it).
 FRAMEWORKS = {
     "pe_dense.integrations.detectron2": {"detectron2", "fvcore", "iopath"},

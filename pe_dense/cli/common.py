@@ -51,10 +51,10 @@ def encoder_on_images(args: argparse.Namespace, manifest_name: str):
     """What a command that runs the encoder on images (features, viz) needs: (encoder, images, input size),
     once the images, the size and ``--out`` are checked and the model is built."""
     from ..data.image_sources import find_images
-    from ..models import get_config
+    from ..models import encoder_config
     from ..models.preprocess import parse_size
 
-    config = get_config(args.model)
+    config = encoder_config(args.model)
     sources = find_images(args.images)
     size = parse_size(args.size, config.image_size)
     check_out(args.out, sources, [manifest_name], args.force)

@@ -29,8 +29,19 @@ def add_image_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=8)
 
 
+def timm_name(text: str) -> str:
+    """``--encoder``: a timm model as ``timm:NAME``."""
+    if not text.startswith("timm:"):
+        raise argparse.ArgumentTypeError(f"expected timm:NAME, got '{text}' (PE models go to --model)")
+    return text
+
+
 def add_model_arguments(parser: argparse.ArgumentParser, example: str) -> None:
-    parser.add_argument("--model", required=True, help=f"model name, e.g. {example} (see `pe-dense models`)")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help=f"model name, e.g. {example} (see `pe-dense models`)")
+    # one destination: whatever reads args.model runs either encoder
+    which.add_argument("--encoder", dest="model", type=timm_name, metavar="timm:NAME",
+                       help="a timm ViT instead, e.g. timm:vit_base_patch14_dinov2.lvd142m (docs/comparison.md)")
     parser.add_argument("--weights", help="checkpoint file, 'hub' for the released weights, or hf://repo:file; "
                                           "random weights if omitted")
     add_precision_argument(parser)

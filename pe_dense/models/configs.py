@@ -7,6 +7,8 @@ import difflib
 from dataclasses import dataclass
 from typing import Literal, Optional, Union
 
+from .preprocess import PE_PIXELS, Pixels
+
 
 @dataclass(frozen=True)
 class PEVisionConfig:
@@ -46,6 +48,11 @@ class PEVisionConfig:
     def pretrain_grid(self) -> int:
         """Tokens per side of the pretraining grid: the grid of the position table."""
         return self.image_size // self.patch_size
+
+    @property
+    def pixels(self) -> Pixels:
+        """The input normalisation every PE model was trained with."""
+        return PE_PIXELS
 
     def replace(self, **changes) -> "PEVisionConfig":
         """A copy with some fields changed, e.g. ``config.replace(depth=2)`` for a shallow test model."""

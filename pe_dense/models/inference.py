@@ -81,7 +81,7 @@ def extract_layers(
 ) -> list[torch.Tensor]:
     """Dense features (B, C, h, w) after each block in ``layers``, from one forward pass."""
     device = next(encoder.parameters()).device
-    batch = torch.stack([preprocess(image, size) for image in images]).to(device)
+    batch = torch.stack([preprocess(image, size, encoder.config.pixels) for image in images]).to(device)
     with torch.inference_mode(), autocast(device, precision):
         maps = encoder.dense_features_at(batch, layers)
     return [m.float().cpu() for m in maps]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from typing import Optional, Union
 
 import numpy as np
@@ -18,6 +19,19 @@ MAX_PIXELS_VARIABLE = "PE_DENSE_MAX_IMAGE_PIXELS"
 # Every channel, on values scaled to [0, 1] (docs/encoder.md#preprocessing); exports record them.
 NORMALIZE_MEAN = 0.5
 NORMALIZE_STD = 0.5
+
+
+@dataclass(frozen=True)
+class Pixels:
+    """How an image becomes model input: RGB values scaled to [0, 1], resized with ``interpolation`` (a PIL
+    filter's name), minus ``mean`` and over ``std`` per channel."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bilinear"
+
+
+PE_PIXELS = Pixels((NORMALIZE_MEAN,) * 3, (NORMALIZE_STD,) * 3)  # a timm model brings its own (timm_encoder.py)
 
 
 def parse_size(text: Optional[str], default: int) -> tuple[int, int]:
@@ -82,12 +96,13 @@ def to_pil(image: ImageLike) -> Image.Image:
     return load_image(image)
 
 
-def preprocess(image: ImageLike, size: Size) -> torch.Tensor:
-    """(3, H, W) float tensor in [-1, 1]; ``size`` is a side (square) or (height, width).
+def preprocess(image: ImageLike, size: Size, pixels: Pixels = PE_PIXELS) -> torch.Tensor:
+    """(3, H, W) float tensor, in [-1, 1] for PE; ``size`` is a side (square) or (height, width).
 
-    PIL's bilinear resize is what the released transforms (torchvision Resize on PIL images) use.
+    PIL's resize is what the released transforms (torchvision Resize on PIL images) use: bilinear for PE.
     """
     height, width = (size, size) if isinstance(size, int) else size
-    resized = to_pil(image).resize((width, height), Image.BILINEAR)
-    pixels = torch.from_numpy(np.asarray(resized, dtype=np.float32)).permute(2, 0, 1)
-    return pixels.div_(255.0).sub_(NORMALIZE_MEAN).div_(NORMALIZE_STD)  # ToTensor then Normalize, in that order
+    resized = to_pil(image).resize((width, height), Image.Resampling[pixels.interpolation.upper()])
+    values = torch.from_numpy(np.asarray(resized, dtype=np.float32)).permute(2, 0, 1).div_(255.0)
+    mean, std = (torch.tensor(v, dtype=torch.float32)[:, None, None] for v in (pixels.mean, pixels.std))
+    return values.sub_(mean).div_(std)  # ToTensor then Normalize, in that order

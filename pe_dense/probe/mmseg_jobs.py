@@ -1,6 +1,6 @@
-"""The segmentation and depth probes: the project's linear-probe config for the model's size, fitted to
-the model, its layers and the data, trained and scored by mmengine's Runner (resuming from the work
-dir's last checkpoint)."""
+"""The segmentation and depth probes: the project's linear-probe config for the model's size (a timm model
+takes the B config's), fitted to the encoder (width, patch, normalisation, class token), its layers and the
+data, trained and scored by mmengine's Runner (resuming from the work dir's last checkpoint)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from ..models import PEVisionConfig
+from ..models import TimmConfig
 from .published import model_size
 from .tasks import (
     PROTOCOL_BATCH,
@@ -16,18 +16,22 @@ from .tasks import (
     SMOKE_ITERATIONS,
     SMOKE_TRAIN_IMAGES,
     SMOKE_VAL_IMAGES,
+    Config,
     Task,
+    sliding_window,
 )
 
 LOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
+TIMM_CONFIG_SIZE = "B"  # every size's config is the same protocol once fitted to the encoder; B's has patch 16
 
 
-def overrides(task: Task, config: PEVisionConfig, weights: Path, layers: tuple[int, ...], data: Optional[Path],
+def overrides(task: Task, config: Config, weights: Path, layers: tuple[int, ...], data: Optional[Path],
               smoke: bool, processes: int) -> dict:
-    """Config overrides: the model (any PE model of the config's size, or of any size with --smoke, whose
-    config is the tiny model's), its weights, the head on ``layers``, the dataset (``data``; None: the
-    config's built-in data), the protocol's total batch over ``processes`` and, with ``smoke``, the few
-    iterations on the built-in data's own batch."""
+    """Config overrides: the model (any PE model of the config's size, any timm ViT, or any model with
+    --smoke, whose config is the tiny model's), its weights and normalisation, the patch's padding and
+    sliding windows, the head on ``layers``, the dataset (``data``; None: the config's built-in data), the
+    protocol's total batch over ``processes`` and, with ``smoke``, the few iterations on the built-in
+    data's own batch."""
     if not smoke and PROTOCOL_BATCH % processes:
         raise ValueError(f"the probes train at a total batch of {PROTOCOL_BATCH}, which {processes} processes "
                          f"cannot share evenly")
@@ -40,7 +44,13 @@ def overrides(task: Task, config: PEVisionConfig, weights: Path, layers: tuple[i
         "model.decode_head.in_index": list(range(len(layers))) if several else -1,
         "model.data_preprocessor.size_divisor": config.patch_size,
         "model.data_preprocessor.test_cfg.size_divisor": config.patch_size,
+        # the encoder's own normalisation, on mmseg's 0-255 pixels (PE's: 127.5 and 127.5)
+        "model.data_preprocessor.mean": [255 * m for m in config.pixels.mean],
+        "model.data_preprocessor.std": [255 * s for s in config.pixels.std],
     }
+    if task.name == "ade20k" and not smoke:  # the smoke config scores whole images
+        side, stride = sliding_window(config.patch_size)
+        options.update({"model.test_cfg.crop_size": (side, side), "model.test_cfg.stride": (stride, stride)})
     if task.name == "nyu":  # the class token goes with each map where the model has one (DINOv2's probe)
         options["model.backbone.output_cls_token"] = config.use_cls_token
         options["model.decode_head.cls_token"] = config.use_cls_token
@@ -60,18 +70,27 @@ def overrides(task: Task, config: PEVisionConfig, weights: Path, layers: tuple[i
     return options
 
 
-def prepare(task: Task, config: PEVisionConfig, weights: Path, layers: tuple[int, ...], data: Optional[Path],
+def prepare(task: Task, config: Config, weights: Path, layers: tuple[int, ...], data: Optional[Path],
             smoke: bool, launcher: str, work_dir: Path):
     """The task's mmengine config, resuming in ``work_dir``, once its datasets are found on disk (nothing
     is written)."""
     from ..integrations.mmseg.training import check_datasets, load_config
 
-    path = task.config_path(model_size(config.name), smoke)
+    path = task.config_path(TIMM_CONFIG_SIZE if isinstance(config, TimmConfig) else model_size(config.name), smoke)
     processes = int(os.environ.get("WORLD_SIZE", "1")) if launcher != "none" else 1  # torchrun sets WORLD_SIZE
     cfg = load_config(str(path), work_dir=str(work_dir), resume=True, launcher=launcher,
                       cfg_options=overrides(task, config, weights, layers, data, smoke, processes))
     check_datasets(cfg, ["train_dataloader", "val_dataloader"], option=f"--data {task.name}=PATH")
     return cfg
+
+
+def schedule(cfg, smoke: bool) -> str:
+    """The training schedule ``cfg`` runs, for the report."""
+    optimizer, warm_up = cfg.optim_wrapper.optimizer, cfg.param_scheduler[0]
+    warm = f", {warm_up.end} warm-up iterations" if warm_up.type == "LinearLR" else ""
+    batch = cfg.train_dataloader.batch_size if smoke else PROTOCOL_BATCH
+    return (f"{optimizer.type} lr {optimizer.lr:g}, weight decay {optimizer.weight_decay:g}{warm}, poly decay to "
+            f"{cfg.train_cfg.max_iters} iterations at batch {batch}")
 
 
 def run(cfg) -> tuple[dict[str, float], Optional[str]]:

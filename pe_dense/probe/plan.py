@@ -15,9 +15,10 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import torch
 
-from ..models import PEVisionConfig, PEVisionTransformer, get_config, load_weights, resolve_weights
+from ..models import PEVisionTransformer, TimmConfig, build_encoder, encoder_config, load_weights, resolve_weights
+from ..models.timm_encoder import weights_file
 from . import davis_jobs, mmseg_jobs
-from .tasks import TASKS, Task, parse_tasks
+from .tasks import SMOKE_RESOLUTION, SMOKE_SHORT_SIDE, TASKS, Config, Task, parse_tasks, short_side_rule
 
 JOB_FILE, RESULT_FILE = "job.json", "result.json"
 RANDOM_WEIGHTS = "random_weights.pt"  # --smoke without --weights: seeded random weights shared by every task
@@ -26,7 +27,7 @@ RANDOM_SEED = 0
 
 @dataclass(frozen=True)
 class ProbeRequest:
-    model: str
+    model: str  # a PE model, or a timm ViT as timm:NAME
     out: Path
     weights: Optional[str] = None  # a checkpoint path, "hub" or hf://repo:file; only --smoke may go without
     tasks: Sequence[str] = field(default_factory=lambda: tuple(TASKS))
@@ -43,12 +44,13 @@ class Job:
     folder: Path
     settings: dict  # recorded in job.json; a folder holding another job is refused
     run: Callable[[], tuple[dict, Optional[str]]]  # -> (metrics, what an earlier run had done, or None)
+    protocol: dict  # the task's protocol as this job runs it (Protocol.statement), for the report
 
 
 @dataclass(frozen=True)
 class ProbePlan:
     request: ProbeRequest
-    config: PEVisionConfig
+    config: Config
     weights: Path
     random_weights: bool  # weights is a file the run draws (seeded) before its first job
     jobs: list[Job]
@@ -57,7 +59,7 @@ class ProbePlan:
 def plan_probe(request: ProbeRequest) -> ProbePlan:
     """Check everything the run needs and return its jobs; raises ValueError, FileNotFoundError or
     CheckpointError on a bad input. Nothing is written."""
-    config = get_config(request.model)
+    config = encoder_config(request.model)
     tasks = parse_tasks(request.tasks)
     data = _data_folders(request, tasks)
     layers = _layers(request.layers, config)
@@ -74,14 +76,18 @@ def plan_probe(request: ProbeRequest) -> ProbePlan:
                         "data": str(data[task.name]) if task.name in data else "built-in", "smoke": request.smoke}
             _check_job_folder(folder, settings)
             jobs.append(Job(task, job_layers, folder, settings,
-                            _runner(task, config, weights, job_layers, data.get(task.name), request, folder)))
+                            *_runner(task, config, weights, job_layers, data.get(task.name), request, folder)))
     return ProbePlan(request, config, weights, random_weights, jobs)
 
 
-def check_weights(config: PEVisionConfig, weights: str) -> Path:
+def check_weights(config: Config, weights: str) -> Path:
     """The local checkpoint file of ``weights``, once it is known to load into the model (the loaders'
-    own check, against a model without storage: a checkpoint of another model fails here, naming the
-    model it looks like)."""
+    own check, against a model without storage for PE: a checkpoint of another model fails here, naming
+    the model it looks like; timm's loader, which converts released layouts, on the built model)."""
+    if isinstance(config, TimmConfig):
+        path = weights_file(config.name, weights)
+        build_encoder(config.name, path)
+        return path.resolve()
     path = resolve_weights(config.name, weights)
     with torch.device("meta"):
         encoder = PEVisionTransformer(config)
@@ -108,7 +114,7 @@ def _data_folders(request: ProbeRequest, tasks: list[Task]) -> dict[str, Path]:
     return folders
 
 
-def _layers(layers: Optional[Sequence[int]], config: PEVisionConfig) -> Optional[list[int]]:
+def _layers(layers: Optional[Sequence[int]], config: Config) -> Optional[list[int]]:
     """Layers as block indices from 0 (negative ones count from the end), each once, in order."""
     if layers is None:
         return None
@@ -128,16 +134,20 @@ def _check_job_folder(folder: Path, settings: dict) -> None:
                          f"another --out")
 
 
-def _runner(task: Task, config: PEVisionConfig, weights: Path, layers: tuple[int, ...], data: Optional[Path],
-            request: ProbeRequest, folder: Path):
-    """The job's run, its inputs checked now (the mmseg config and datasets, the DAVIS folder)."""
+def _runner(task: Task, config: Config, weights: Path, layers: tuple[int, ...], data: Optional[Path],
+            request: ProbeRequest, folder: Path) -> tuple[Callable, dict]:
+    """The job's run, its inputs checked now (the mmseg config and datasets, the DAVIS folder), and its
+    protocol as it runs it."""
     if task.uses_mmseg:
         cfg = mmseg_jobs.prepare(task, config, weights, layers, data, request.smoke, request.launcher,
                                  folder.resolve())
-        return partial(mmseg_jobs.run, cfg)
+        statement = task.protocol.statement(schedule=mmseg_jobs.schedule(cfg, request.smoke),
+                                            **({"resolution": SMOKE_RESOLUTION} if request.smoke else {}))
+        return partial(mmseg_jobs.run, cfg), statement
     if data is not None:
         davis_jobs.check(data)
-    return partial(davis_jobs.run, config.name, weights, layers[0], data, request.smoke, folder)
+    statement = task.protocol.statement(**({"resolution": short_side_rule(SMOKE_SHORT_SIDE)} if request.smoke else {}))
+    return partial(davis_jobs.run, config.name, weights, layers[0], data, request.smoke, folder), statement
 
 
 def is_main_process() -> bool:

@@ -1,13 +1,15 @@
 """The PE paper's frozen-feature numbers for PE-Spatial (docs/results.md#published-results), which the
 probe's table sets beside each measurement. The docs state them for readers; this table is what the code
-reads, and a test keeps the two equal. PE-Spatial's depth results are not public: there is none to show."""
+reads, and a test keeps the two equal. PE-Spatial's depth results are not public: there is none to show. A
+timm model's row shows none either: its authors' numbers come from their own protocols, and
+docs/comparison.md sets them beside ours with the differences."""
 
 from __future__ import annotations
 
 import re
 from typing import Optional
 
-from ..models import get_config
+from ..models import get_config, is_timm_name
 
 # model -> task -> published value: ADE20k linear-probe mIoU and DAVIS 2017 J&F, both in percent.
 PUBLISHED = {
@@ -26,12 +28,16 @@ def model_size(model: str) -> str:
     return _SIZE.search(model)[1]
 
 
-def reference_model(model: str) -> str:
-    """The PE-Spatial model of ``model``'s size: the published numbers a probe of ``model`` is compared with."""
+def reference_model(model: str) -> Optional[str]:
+    """The PE-Spatial model of ``model``'s size: the published numbers a probe of ``model`` is compared with
+    (None for a timm model)."""
+    if is_timm_name(model):
+        return None
     size = model_size(model)
     return next(name for name in PUBLISHED if _SIZE.search(name)[1] == size)
 
 
 def published(model: str, task: str) -> Optional[float]:
-    """The published number of ``task`` for ``model``'s size, or None (depth: never published)."""
-    return PUBLISHED[reference_model(model)].get(task)
+    """The published number of ``task`` for ``model``'s size, or None (depth: never published; timm models)."""
+    reference = reference_model(model)
+    return None if reference is None else PUBLISHED[reference].get(task)

@@ -10,11 +10,11 @@ import torch
 from PIL import Image
 
 from ..models.inference import PRECISIONS, autocast, with_matmul_weights_in
-from ..models.preprocess import aspect_size, preprocess
+from ..models.preprocess import PE_PIXELS, Pixels, aspect_size, preprocess
 from .propagation import LabelPropagator, PropagationConfig, corner_view, labels_at_pixels, one_hot_labels
 
 PROTOCOL_SHORT_SIDE = 480  # the DAVIS protocol's frame size (docs/protocols.md#davis-label-propagation)
-FeatureFn = Callable[[torch.Tensor], torch.Tensor]  # (1, 3, H, W) in [-1, 1] -> (1, C, H/p, W/p)
+FeatureFn = Callable[[torch.Tensor], torch.Tensor]  # (1, 3, H, W) normalised by ``pixels`` -> (1, C, H/p, W/p)
 
 
 @dataclass
@@ -34,12 +34,13 @@ class VideoTracker:
     """
 
     def __init__(self, features: FeatureFn, patch_size: int, config: Optional[PropagationConfig] = None,
-                 short_side: int = PROTOCOL_SHORT_SIDE, device: torch.device | str = "cpu"):
+                 short_side: int = PROTOCOL_SHORT_SIDE, device: torch.device | str = "cpu",
+                 pixels: Pixels = PE_PIXELS):
         if short_side < patch_size:
             raise ValueError(f"short_side {short_side} is smaller than the patch size {patch_size}")
         self.features_fn, self.patch_size = features, patch_size
         self.config = config or PropagationConfig()  # the protocol's defaults
-        self.short_side, self.device = short_side, torch.device(device)
+        self.short_side, self.device, self.pixels = short_side, torch.device(device), pixels
 
     @classmethod
     def from_encoder(cls, encoder, *, layer: int = -1, precision: str = "fp32", **kwargs) -> "VideoTracker":
@@ -58,7 +59,7 @@ class VideoTracker:
             with torch.inference_mode(), autocast(device, precision):
                 return encoder.dense_features(batch, layer).float()
 
-        return cls(features, encoder.config.patch_size, device=device, **kwargs)
+        return cls(features, encoder.config.patch_size, device=device, pixels=encoder.config.pixels, **kwargs)
 
     def input_size(self, width: int, height: int) -> tuple[int, int]:
         """(height, width) fed to the encoder for a ``width`` x ``height`` frame."""
@@ -76,7 +77,7 @@ class VideoTracker:
                 "raise the short side or the radius")
 
     def _features(self, image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
-        batch = preprocess(image, size)[None].to(self.device)
+        batch = preprocess(image, size, self.pixels)[None].to(self.device)
         return self.features_fn(batch)[0]
 
     def track(self, frames: Iterable[tuple[str, Image.Image]], first_labels: np.ndarray, *, start: int = 1,

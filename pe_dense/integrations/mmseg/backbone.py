@@ -1,4 +1,5 @@
-"""The PE encoder as an mmsegmentation backbone: dense maps of chosen layers, frozen or fine-tuned."""
+"""The PE encoder (or a timm ViT, ``timm:NAME``) as an mmsegmentation backbone: dense maps of chosen layers,
+frozen or fine-tuned."""
 
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ class PEBackbone(BaseModule):
     after the blocks in ``out_indices`` (negative counts from the end), or (map, class token) pairs.
 
     The encoder sits under ``encoder``, with the parameter names of the released checkpoints, so the
-    segmentor's keys are ``backbone.encoder.<PE key>``. Blocks after the deepest output are dropped.
+    segmentor's keys are ``backbone.encoder.<PE key>`` (``backbone.encoder.model.<timm key>`` for a timm
+    model). Blocks after the deepest output are dropped.
 
     Args:
-        model: a model name (``pe_dense.list_models()``).
+        model: a model name (``pe_dense.list_models()``), or ``timm:NAME`` for a timm ViT.
         weights: a checkpoint path (official, timm or safetensors layout), ``"hub"`` or ``hf://repo:file``;
             None for random weights.
         out_indices: blocks whose maps are returned, in this order.
