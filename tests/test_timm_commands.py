@@ -1,5 +1,6 @@
 """``--encoder timm:NAME`` in features, viz and track: the saved features are timm's own, from timm's own
-preprocessing; the tracker runs on a timm model; a bad --encoder exits 2 with nothing written."""
+preprocessing; the tracker runs on a timm model; a bad --encoder or a size off its patch exits 2 with nothing
+written."""
 
 import json
 
@@ -58,15 +59,16 @@ def test_track_runs_on_a_timm_model(dinov2_weights, tmp_path):
     assert json.loads((out / "track.json").read_text())["model"] == DINOV2
 
 
-@pytest.mark.parametrize("encoder, message", [
-    ("vit_small_patch14_dinov2", "expected timm:NAME"),
-    ("timm:resnet18", "timm:resnet18 is not a plain ViT"),
-    ("timm:vit_small_patch14_dinov7", "unknown timm model"),
+@pytest.mark.parametrize("encoder, size, message", [
+    ("vit_small_patch14_dinov2", "56", "expected timm:NAME"),
+    ("timm:resnet18", "56", "timm:resnet18 is not a plain ViT"),
+    ("timm:vit_small_patch14_dinov7", "56", "unknown timm model"),
+    (DINOV2, "64", f"input size 64x64 is not a positive multiple of {DINOV2}'s patch size 14"),
 ])
-def test_a_bad_encoder_exits_2_with_nothing_written(encoder, message, tmp_path, capsys):
+def test_a_bad_encoder_or_size_exits_2_with_nothing_written(encoder, size, message, tmp_path, capsys):
     out = tmp_path / "out"
     try:
-        status = main(["viz", "sample:astronaut", "--encoder", encoder, "--size", "56", "--out", str(out)])
+        status = main(["viz", "sample:astronaut", "--encoder", encoder, "--size", size, "--out", str(out)])
     except SystemExit as e:  # argparse's own exit, for a malformed option
         status = e.code
     assert status == 2 and message in capsys.readouterr().err and not out.exists()
