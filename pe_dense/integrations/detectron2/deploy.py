@@ -1,14 +1,16 @@
-"""Trained detectron2 detectors exported whole through detectron2's own export path (``pe-dense export --config
-... --format torchscript``, docs/export.md#detectors): ``detectron2.export.TracingAdapter`` flattens the
-model's dict inputs and ``Instances`` outputs into tensors, ``torch.jit.trace`` records the graph (the
-PE encoders in export mode, RoPE in real arithmetic), and the written file, loaded back, must give PyTorch's
-detections before it is put in place.
+"""Trained detectron2 detectors (Mask R-CNN, DETA) exported whole through detectron2's own export path
+(``pe-dense export --config ... --format torchscript``, docs/export.md#detectors):
+``detectron2.export.TracingAdapter`` flattens the model's dict inputs and ``Instances`` outputs into tensors,
+``torch.jit.trace`` records the graph (PE encoders in export mode, RoPE in real arithmetic; deformable
+attention on its pure-PyTorch path, so the file needs no compiled pe_dense op), and the written file, loaded
+back, must give PyTorch's detections before it is put in place.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -17,6 +19,7 @@ from detectron2.structures import pairwise_iou
 
 from ...atomic_files import atomic_output
 from ...models.vision_transformer import PEVisionTransformer
+from ...ops import MSDeformAttn
 from .predict import Detector
 
 # The check's bounds: every detection of PyTorch's found again, boxes overlapping almost exactly, same scores.
@@ -53,6 +56,26 @@ def _image(detector: Detector, photo: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
 
 
+@contextlib.contextmanager
+def _traceable(model: torch.nn.Module) -> Iterator[None]:
+    """PE encoders in export mode and deformable attention on its pure-PyTorch path (a trace of the compiled
+    kernel would need pe_dense's op where the file is run); restored afterwards."""
+    encoders = [m for m in model.modules() if isinstance(m, PEVisionTransformer)]
+    attention = [m for m in model.modules() if isinstance(m, MSDeformAttn)]
+    saved = [m.use_kernel for m in attention]
+    for encoder in encoders:
+        encoder.export_mode = True
+    for layer in attention:
+        layer.use_kernel = False
+    try:
+        yield
+    finally:
+        for encoder in encoders:
+            encoder.export_mode = False
+        for layer, use_kernel in zip(attention, saved):
+            layer.use_kernel = use_kernel
+
+
 def export_detector(config_file: str, weights: str, out: Path, *, size: tuple[int, int], photos: Sequence[np.ndarray],
                     overrides: Sequence[str] = ()) -> dict:
     """Trace the detector of ``config_file`` and ``weights`` at ``size`` (height, width) and write it to ``out``
@@ -63,17 +86,10 @@ def export_detector(config_file: str, weights: str, out: Path, *, size: tuple[in
     if detector.augmentations.augs:
         raise ValueError(f"{config_file} resizes its test images ({detector.augmentations}): resize them to --size "
                          f"before the graph, and export a config without test augmentations")
-    encoders = [m for m in model.modules() if isinstance(m, PEVisionTransformer)]
     example = [{"image": _image(detector, photos[0])}]
     adapter = TracingAdapter(model, example)
-    for encoder in encoders:
-        encoder.export_mode = True
-    try:
-        with torch.no_grad():
-            traced = torch.jit.trace(adapter, adapter.flattened_inputs, check_trace=False)
-    finally:
-        for encoder in encoders:
-            encoder.export_mode = False
+    with _traceable(model), torch.no_grad():
+        traced = torch.jit.trace(adapter, adapter.flattened_inputs, check_trace=False)
     agreements = []
     with atomic_output(out) as tmp:  # in place only once the file, read back, agrees
         torch.jit.save(traced, str(tmp))
