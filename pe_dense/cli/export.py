@@ -26,8 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                           "random weights if omitted (encoder only)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override of --config (repeatable)")
-    parser.add_argument("--format", choices=FORMATS, default="onnx",
-                        help="onnx (default), or exported-program (.pt2, torch.export.load)")
+    parser.add_argument("--format", choices=(*FORMATS, "torchscript"), default="onnx",
+                        help="onnx (default), exported-program (.pt2, torch.export.load), or torchscript (detectron2 "
+                             "detectors: --config with a LazyConfig)")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="fp32",
                         help="precision of the exported graph's weights and arithmetic (inputs and float outputs "
                              "stay float32)")
@@ -57,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     manifest_path = args.out.with_name(f"{args.out.name}.json")
     for path in (args.out, manifest_path):
         check_out_file(path, args.force, "e.g. model.onnx or model.pt2")
+    if args.format == "torchscript":
+        return _export_detector(args, manifest_path)
     if args.config is not None:
         return _export_whole(args, manifest_path)
     if args.set:
@@ -77,15 +80,46 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_whole(args: argparse.Namespace, manifest_path: Path) -> int:
-    from ..export import export_whole_model, require
+def _check_whole(args: argparse.Namespace) -> tuple[int, int]:
+    """The options of a whole-model export (--config) that need no model; returns --size."""
     from ..models.preprocess import parse_size
 
+    if args.config is None:
+        raise UsageError("--format torchscript exports detectors: name their LazyConfig with --config")
     if args.layers is not None or args.pooled:
         raise UsageError("--layers and --pooled apply to encoder exports, not to --config")
     if args.weights is None:
         raise UsageError("--config needs --weights: the model's trained checkpoint")
-    size = parse_size(args.size, 0)
+    return parse_size(args.size, 0)
+
+
+def _export_detector(args: argparse.Namespace, manifest_path: Path) -> int:
+    size = _check_whole(args)
+    if args.dtype != "fp32" or args.dynamic:
+        raise UsageError("detectors export in fp32 at one size (--size): not with --dtype or --dynamic")
+    config_overrides(args.set)  # each KEY=VALUE; detectron2 reads them as they are written
+    try:
+        from ..integrations.detectron2.deploy import export_detector
+    except ImportError as e:
+        raise UsageError(f"exporting a detector needs detectron2 (docs/install.md#detectron2): {e}") from None
+    from ..export import check_images
+
+    photos = [image.permute(1, 2, 0).byte().numpy() for image in check_images(size, batch=2)]
+    manifest = export_detector(str(args.config), args.weights, args.out, size=size, photos=photos,
+                               overrides=args.set)
+    write_json(manifest_path, {"config": str(args.config), "weights": args.weights, "overrides": args.set,
+                               **manifest})
+    check = manifest["check"]
+    print(f"wrote {args.out} and {manifest_path.name} (detection, fp32); run by {check['runtime']} against PyTorch: "
+          f"detections {check['detections']} as PyTorch's, least IoU {check['min_iou']:.6f}, largest score "
+          f"difference {check['max_score_diff']:.2g}")
+    return 0
+
+
+def _export_whole(args: argparse.Namespace, manifest_path: Path) -> int:
+    from ..export import export_whole_model, require
+
+    size = _check_whole(args)
     overrides = config_overrides(args.set)
     require(args.format, args.dtype)
     try:

@@ -98,7 +98,8 @@ def load_whole_model(config_file: str, weights: str, overrides: Optional[dict] =
         kind = f"not an mmseg config ({type(e).__name__})"
     if kind not in TASKS:  # before any weights are read
         raise ValueError(f"{config_file} is {kind if kind.startswith('not') else f'a {kind} config'}: whole-model "
-                         f"export takes mmseg segmenters (EncoderDecoder) and depth estimators (DepthEstimator)")
+                         f"export takes mmseg segmenters (EncoderDecoder) and depth estimators (DepthEstimator), and "
+                         f"detectron2 detectors with --format torchscript")
     cfg, model, _ = load_trained(config_file, weights, overrides)
     whole = WholeModel(model)
     resize = test_resizing(cfg)
