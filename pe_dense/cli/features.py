@@ -54,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..feature_extraction import Frames, Resize, distributed, finish, list_items, run_shards
+    from .. import distributed
+    from ..feature_extraction import Frames, Resize, finish, list_items, run_shards
     from ..feature_extraction.job import PICTURES, output_names
     from ..feature_store import MANIFEST, SHARDS
     from ..models import get_config, resolve_weights
