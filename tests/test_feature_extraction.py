@@ -242,3 +242,22 @@ def test_two_processes_under_torchrun_give_the_store_of_one(tmp_path, t16_weight
     assert result.returncode == 0, result.stderr[-3000:]
     assert_same_store(tmp_path / "one", tmp_path / "two")
     assert len(FeatureStore(tmp_path / "two")) == 10
+
+
+def test_pooled_embedding_of_a_core_model_is_the_clip_embedding(tmp_path, capsys):
+    photos(tmp_path / "images", 2)
+    out = tmp_path / "store"
+    argv = ["features", str(tmp_path / "images"), "--model", "PE-Core-T16-384", "--size", "64", "--layers", "3",
+            "--pooled", "--workers", "0", "--out", str(out)]
+    assert main(argv) == 0  # random weights, seeded: the same in every process
+    store = FeatureStore(out)
+    assert store.manifest["outputs"] == ["layer_3", "pooled"]
+    torch.manual_seed(0)
+    model = build_encoder("PE-Core-T16-384")
+    for name in store:
+        x = preprocess(name, (64, 64))[None]
+        with torch.no_grad():
+            torch.testing.assert_close(store[name]["pooled"], model(x)[0], atol=1e-5, rtol=0)
+            torch.testing.assert_close(store[name]["layer_3"], model.dense_features(x, layer=3)[0], atol=1e-5, rtol=0)
+    assert main([*argv[:3], "PE-Spatial-T16-512", *argv[4:-1], str(tmp_path / "spatial")]) == 2
+    assert "PE-Spatial-T16-512 has no pooling head" in capsys.readouterr().err

@@ -18,8 +18,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"pe_dense": ROOT / "pe_dense", "pe_deta": ROOT / "projects" / "DETA" / "pe_deta"}
 
-CORE = ("models", "ops", "data", "tracking", "viz", "atomic_files", "arguments", "configs", "cpu", "feature_store",
-        "_C")
+CORE = ("models", "ops", "data", "tracking", "viz", "atomic_files", "arguments", "configs", "cpu", "distributed",
+        "feature_store", "_C")
 FLOORS = {  # unit -> floor; a unit imports its own floor's units only where both are core
     **{f"pe_dense.{unit}": 0 for unit in CORE}, "pe_dense": 0,
     "pe_dense.integrations": 1, "pe_dense.integrations.detectron2": 1, "pe_dense.integrations.mmseg": 1,

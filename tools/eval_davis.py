@@ -7,7 +7,9 @@ Score results that already exist (one folder of indexed PNGs per sequence):
     python tools/eval_davis.py --davis DAVIS --results my_results --out scores
 
 Writes <out>/global_results-<set>.csv and <out>/per-sequence_results-<set>.csv and prints both tables.
-An interrupted run continues where it stopped when started again with the same arguments.
+An interrupted run continues where it stopped when started again with the same arguments. Under torchrun the
+sequences are shared out over the processes (one per GPU: --device cuda takes each process's own):
+    torchrun --standalone --nproc-per-node 8 tools/eval_davis.py --davis DAVIS --model ... --device cuda --out ...
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ import time
 import warnings
 from pathlib import Path
 
+import torch
+
+from pe_dense import distributed
 from pe_dense.arguments import (
     ArgumentParser,
     CommaList,
@@ -26,10 +31,9 @@ from pe_dense.arguments import (
     device_argument,
 )
 from pe_dense.models import RandomWeightsWarning, build_encoder
-from pe_dense.tracking import DavisLayout, track_video
+from pe_dense.tracking import DavisLayout
 from pe_dense.tracking.arguments import add_propagation_arguments, tracker_from_arguments
-from pe_dense.tracking.evaluate import format_table, score_results, summarize, write_csv
-from pe_dense.tracking.run import STATE_DIR
+from pe_dense.tracking.evaluate import evaluate_davis, format_table
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -52,30 +56,27 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def track_all(args, layout: DavisLayout, sequences: list[str]) -> None:
+def tracker(args, world: int):
+    """The tracker of --model and the settings its results record; random weights are seeded, so that every
+    process of a torchrun job tracks with the same ones."""
+    if args.weights is None:
+        torch.manual_seed(0)
+    device = f"cuda:{distributed.local_rank()}" if args.device.startswith("cuda") and world > 1 else args.device
     with warnings.catch_warnings():
         warnings.simplefilter("default", RandomWeightsWarning)
-        encoder = build_encoder(args.model, args.weights, device=args.device)
-    tracker, settings = tracker_from_arguments(encoder, args)
-    for i, sequence in enumerate(sequences, 1):
-        first = layout.annotations(sequence)[0]
-        out = args.out / sequence
-        resume = (out / "track.json").exists() or (out / STATE_DIR).exists()
-        print(f"[{i}/{len(sequences)}] {sequence}", flush=True)
-        track_video(tracker, layout.frames_dir(sequence), first, out, settings=settings, resume=resume,
-                    overlay=False)
+        encoder = build_encoder(args.model, args.weights, device=device)
+    return tracker_from_arguments(encoder, args)
 
 
-def evaluate(args) -> None:
+def evaluate(args, rank: int, world: int) -> None:
     layout = DavisLayout(args.davis, resolution=args.resolution)
     sequences = args.sequences or layout.sequences(args.set)
     began = time.perf_counter()
-    if args.results is None:
-        track_all(args, layout, sequences)
-    overall, per_sequence = summarize(score_results(layout, args.results or args.out, sequences))
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_csv(args.out / f"global_results-{args.set}.csv", [overall])
-    write_csv(args.out / f"per-sequence_results-{args.set}.csv", per_sequence)
+    track, settings = tracker(args, world) if args.results is None else (None, None)
+    overall, per_sequence, _ = evaluate_davis(layout, sequences, args.results or args.out, args.out, tracker=track,
+                                              settings=settings, image_set=args.set)
+    if rank != 0:
+        return
     print(f"----- global results ({args.set}, {len(sequences)} sequences) -----")
     print(format_table([overall]))
     print(f"\n----- per sequence -----\n{format_table(per_sequence)}")
@@ -84,11 +85,14 @@ def evaluate(args) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    rank, world = distributed.start()
     try:
-        evaluate(args)
+        evaluate(args, rank, world)
     except (ValueError, FileNotFoundError) as e:
         print(f"eval_davis: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        distributed.stop(world)
     return 0
 
 

@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, "PE-Spatial-B16-512")
     parser.add_argument("--layers", action=CommaList, item=int, default=[-1], metavar="LAYER,...",
                         help="blocks whose outputs to store, from one pass (negative counts from the end)")
+    parser.add_argument("--pooled", action="store_true",
+                        help="also store the CLIP embedding (PE-Core models: attention pooling and projection)")
     sizes = parser.add_mutually_exclusive_group()
     sizes.add_argument("--size", help="squash every image to N or HxW, multiples of the patch size (default: the "
                                       "model's size, square)")
@@ -52,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..feature_extraction import Frames, Resize, distributed, finish, list_items, run_shards
+    from .. import distributed
+    from ..feature_extraction import Frames, Resize, finish, list_items, run_shards
     from ..feature_extraction.job import PICTURES, output_names
     from ..feature_store import MANIFEST, SHARDS
     from ..models import get_config, resolve_weights
@@ -79,11 +82,13 @@ def run(args: argparse.Namespace) -> int:
     encoder = build_encoder(args)
     for layer in args.layers:
         encoder.layer_index(layer)  # fail before any work
+    if args.pooled and encoder.attn_pool is None:
+        raise UsageError(f"--pooled: {args.model} has no pooling head (only PE-Core models do)")
     if resize.size is not None:
         encoder.token_grid(*resize.size)
     header = {"model": args.model, "weights": weights_name(args),
               "weights_sha256": _sha256(resolve_weights(args.model, args.weights)) if args.weights else None,
-              "layers": args.layers, "outputs": output_names(args.layers),
+              "layers": args.layers, "outputs": output_names(args.layers, args.pooled),
               "preprocessing": {**resize.describe(), "interpolation": "bilinear", "mean": NORMALIZE_MEAN,
                                 "std": NORMALIZE_STD},
               "frames": Frames(args.every, args.fps).describe(), "dtype": args.dtype, "precision": args.precision,
@@ -101,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
                     partial.unlink()
     distributed.barrier(world)
     run_shards(encoder, items, args.out, header, resize=resize, layers=args.layers, batch_size=args.batch_size,
-               shard_size=args.shard_size, workers=args.workers, pictures=args.pictures, strict=args.strict,
+               shard_size=args.shard_size, workers=args.workers, pooled=args.pooled, pictures=args.pictures,
+               strict=args.strict,
                rank=rank, world=world, progress=rank == 0)
     distributed.barrier(world)
     failures = None

@@ -22,10 +22,11 @@ from ..viz.pca import pca_rgb
 from .inputs import Item, LoadedItems, Resize
 
 PICTURES = "pictures"
+POOLED = "pooled"
 
 
-def output_names(layers: Sequence[int]) -> list[str]:
-    return [f"layer_{layer}" for layer in layers]
+def output_names(layers: Sequence[int], pooled: bool = False) -> list[str]:
+    return [f"layer_{layer}" for layer in layers] + ([POOLED] if pooled else [])
 
 
 def shards_of(items: Sequence[Item], shard_size: int) -> list[Sequence[Item]]:
@@ -53,15 +54,17 @@ def shards_to_run(out: Path, shards: Sequence[Sequence[Item]], header: dict, ran
 
 
 def run_shards(encoder: PEVisionTransformer, items: Sequence[Item], out: Path, header: dict, *, resize: Resize,
-               layers: Sequence[int], batch_size: int, shard_size: int, workers: int = 0, pictures: bool = False,
-               strict: bool = False, rank: int = 0, world: int = 1, progress: bool = True) -> int:
-    """Compute and write this rank's missing shards; returns how many items failed in them. With ``strict``
-    the first item that cannot be read raises ValueError, and the shard it was in is not written."""
+               layers: Sequence[int], batch_size: int, shard_size: int, workers: int = 0, pooled: bool = False,
+               pictures: bool = False, strict: bool = False, rank: int = 0, world: int = 1,
+               progress: bool = True) -> int:
+    """Compute and write this rank's missing shards; returns how many items failed in them. ``pooled`` adds
+    the CLIP embedding of Core models. With ``strict`` the first item that cannot be read raises ValueError,
+    and the shard it was in is not written."""
     shards = shards_of(items, shard_size)
     todo = shards_to_run(out, shards, header, rank, world)
     pending = [item for index in todo for item in shards[index]]
     loaded = iter(DataLoader(LoadedItems(pending, resize), batch_size=None, num_workers=workers))
-    batcher = Batcher(encoder, layers, batch_size, header["precision"], STORAGE_DTYPES[header["dtype"]])
+    batcher = Batcher(encoder, layers, pooled, batch_size, header["precision"], STORAGE_DTYPES[header["dtype"]])
     failed = 0
     with tqdm(total=len(pending), unit="item", disable=not progress or not pending) as bar:
         for index in todo:
@@ -91,10 +94,10 @@ class Batcher:
     inputs of a few sizes still run in full batches); ``flush`` runs the rest and hands over every result,
     item -> output -> tensor in the storage dtype."""
 
-    def __init__(self, encoder: PEVisionTransformer, layers: Sequence[int], batch_size: int, precision: str,
-                 dtype: torch.dtype):
-        self.encoder, self.layers, self.batch_size, self.precision, self.dtype = (encoder, layers, batch_size,
-                                                                                 precision, dtype)
+    def __init__(self, encoder: PEVisionTransformer, layers: Sequence[int], pooled: bool, batch_size: int,
+                 precision: str, dtype: torch.dtype):
+        self.encoder, self.layers, self.pooled = encoder, layers, pooled
+        self.batch_size, self.precision, self.dtype = batch_size, precision, dtype
         self.device = next(encoder.parameters()).device
         self.waiting: dict[tuple[int, ...], list[tuple[str, torch.Tensor]]] = {}
         self.done: dict[str, dict[str, torch.Tensor]] = {}
@@ -114,11 +117,15 @@ class Batcher:
     def _run(self, group: list[tuple[str, torch.Tensor]]) -> None:
         batch = torch.stack([inputs for _, inputs in group]).to(self.device)
         with torch.inference_mode(), autocast(self.device, self.precision):
-            maps = self.encoder.dense_features_at(batch, self.layers)
+            if self.pooled:
+                maps, embedding = self.encoder.dense_features_and_embedding(batch, self.layers)
+                maps = [*maps, embedding]
+            else:
+                maps = self.encoder.dense_features_at(batch, self.layers)
         for i, (name, _) in enumerate(group):
             # a copy per item: a shard holds no views of a batch
             self.done[name] = {output: m[i].to("cpu", self.dtype, copy=True)
-                               for output, m in zip(output_names(self.layers), maps)}
+                               for output, m in zip(output_names(self.layers, self.pooled), maps)}
 
 
 def _write_pictures(out: Path, features: dict, sizes: dict, output: str) -> None:

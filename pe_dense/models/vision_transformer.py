@@ -370,17 +370,31 @@ class PEVisionTransformer(nn.Module):
         if return_cls_token and not self.use_cls_token:
             raise ValueError(f"{self.config.name} runs without a class token")
         wanted = [self.layer_index(i) for i in layers]
-        if not wanted:
-            raise ValueError("layers is empty")
-        x, pos = self.embed(images)
-        found = {}
-        for i, tokens in self.transformer.run(x, pos, max(wanted)):
-            if i in wanted:
-                found[i] = self.ln_post(tokens) if norm else tokens
+        found, pos = self._tokens_after(images, wanted)
+        if norm:
+            found = {i: self.ln_post(tokens) for i, tokens in found.items()}
         maps = [self._to_map(found[i], pos) for i in wanted]
         if return_cls_token:
             return [(m, found[i][:, 0]) for m, i in zip(maps, wanted)]
         return maps
+
+    def dense_features_and_embedding(self, images: torch.Tensor,
+                                     layers: Sequence[int] = (-1,)) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Dense maps after each block in ``layers`` (as :meth:`dense_features_at`) and the CLIP embedding
+        (B, output_dim) of :meth:`forward`, from one pass through every block (Core models only)."""
+        if self.attn_pool is None:
+            raise ValueError(f"{self.config.name} has no pooling head (only PE-Core models do)")
+        wanted = [self.layer_index(i) for i in layers]
+        last = self.num_blocks - 1
+        found, pos = self._tokens_after(images, [*wanted, last])
+        return [self._to_map(found[i], pos) for i in wanted], self.pool(self.ln_post(found[last]))
+
+    def _tokens_after(self, images: torch.Tensor, blocks: Sequence[int]) -> tuple[dict, TokenPositions]:
+        """{block: tokens after it} for the (non-negative) ``blocks``, stopping at the deepest."""
+        if not blocks:
+            raise ValueError("layers is empty")
+        x, pos = self.embed(images)
+        return {i: tokens for i, tokens in self.transformer.run(x, pos, max(blocks)) if i in blocks}, pos
 
     def dense_features(self, images: torch.Tensor, layer: int = -1, norm: bool = False) -> torch.Tensor:
         """The dense map (B, width, H/p, W/p) after block ``layer``, without the class token."""

@@ -9,11 +9,11 @@ from typing import Optional
 
 import torch
 
+from .. import distributed
 from ..data.moving_shapes import ensure_moving_shapes
 from ..models import build_encoder
-from ..tracking import DavisLayout, VideoTracker, track_video
-from ..tracking.evaluate import score_results, summarize, write_csv
-from ..tracking.run import STATE_DIR, SUMMARY
+from ..tracking import DavisLayout, VideoTracker
+from ..tracking.evaluate import evaluate_davis
 from .tasks import SMOKE_SHORT_SIDE
 
 IMAGE_SET = "val"
@@ -37,18 +37,11 @@ def run(model: str, weights: Path, layer: int, root: Optional[Path], smoke: bool
     None: the built-in moving shapes."""
     layout = DavisLayout(root or ensure_moving_shapes())
     sequences = layout.sequences(IMAGE_SET)
-    results = folder / "results"
-    started = [s for s in sequences if (results / s / SUMMARY).exists() or (results / s / STATE_DIR).exists()]
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = f"cuda:{distributed.local_rank()}" if torch.cuda.is_available() else "cpu"
     size = {"short_side": SMOKE_SHORT_SIDE} if smoke else {}  # else the protocol's
     tracker = VideoTracker.from_encoder(build_encoder(model, weights, device=device), layer=layer, **size)
     settings = {"model": model, "weights": str(weights), "layer": layer}
-    for i, sequence in enumerate(sequences, 1):
-        print(f"davis [{i}/{len(sequences)}] {sequence}", flush=True)
-        track_video(tracker, layout.frames_dir(sequence), layout.annotations(sequence)[0], results / sequence,
-                    settings=settings, resume=sequence in started, overlay=False, progress=False)
-    overall, per_sequence = summarize(score_results(layout, results, sequences))
-    write_csv(folder / f"global_results-{IMAGE_SET}.csv", [overall])
-    write_csv(folder / f"per-sequence_results-{IMAGE_SET}.csv", per_sequence)
+    overall, _, started = evaluate_davis(layout, sequences, folder / "results", folder, tracker=tracker,
+                                         settings=settings, image_set=IMAGE_SET, label="davis ", progress=False)
     resumed = f"{len(started)} of {len(sequences)} sequences" if started else None
     return {name: 100 * value for name, value in overall.items()}, resumed

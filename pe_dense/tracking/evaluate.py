@@ -1,4 +1,5 @@
-"""Scoring DAVIS-layout results: per-sequence and overall J, F and J&F as the official toolkit."""
+"""DAVIS evaluation: tracking a set of sequences (resumable, shared out over the processes of torchrun) and
+scoring the results, per sequence and overall J, F and J&F as the official toolkit."""
 
 from __future__ import annotations
 
@@ -6,14 +7,17 @@ import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from .. import distributed
 from ..atomic_files import atomic_output
 from ..data.label_maps import read_label_png
 from .davis import DavisLayout
 from .metrics import Statistics, score_sequence
+from .run import STATE_DIR, SUMMARY, track_video
+from .tracker import VideoTracker
 
 PathLike = Union[str, os.PathLike]
 
@@ -47,6 +51,38 @@ def score_results(layout: DavisLayout, results: PathLike, sequences: Sequence[st
         for obj, (j, f) in score_sequence(truth, pred).items():
             scores.append(ObjectScore(sequence, obj, Statistics.of(j), Statistics.of(f)))
     return scores
+
+
+def evaluate_davis(layout: DavisLayout, sequences: Sequence[str], results: PathLike, tables: PathLike, *,
+                   tracker: Optional[VideoTracker] = None, settings: Optional[dict] = None, image_set: str = "val",
+                   label: str = "", progress: bool = True) -> tuple[dict, list[dict], list[str]]:
+    """Track ``sequences`` with ``tracker`` into ``results/<sequence>`` (each continues where an earlier run
+    stopped; no tracker: score the results there), score them and write the global and per-sequence tables
+    into ``tables``. Returns (overall, per sequence, the sequences an earlier run had started).
+
+    Under torchrun sequence i is tracked and scored by rank i mod the number of processes; rank 0 gathers the
+    scores, writes the tables, and every rank returns them: the same as one process."""
+    rank, world = distributed.start()
+    results = Path(results)
+    started = [s for s in sequences if (results / s / SUMMARY).exists() or (results / s / STATE_DIR).exists()]
+    mine = list(sequences)[rank::world]
+    if tracker is not None:
+        for sequence in mine:
+            print(f"{label}[{sequences.index(sequence) + 1}/{len(sequences)}] {sequence}", flush=True)
+            track_video(tracker, layout.frames_dir(sequence), layout.annotations(sequence)[0], results / sequence,
+                        settings=settings, resume=sequence in started, overlay=False, progress=progress)
+    gathered = distributed.gather_on_rank_0(score_results(layout, results, mine), world)
+    tables_written = None
+    if rank == 0:
+        order = {sequence: i for i, sequence in enumerate(sequences)}
+        scores = sorted((s for part in gathered for s in part), key=lambda s: (order[s.sequence], s.object_id))
+        overall, per_sequence = summarize(scores)
+        Path(tables).mkdir(parents=True, exist_ok=True)
+        write_csv(Path(tables) / f"global_results-{image_set}.csv", [overall])
+        write_csv(Path(tables) / f"per-sequence_results-{image_set}.csv", per_sequence)
+        tables_written = overall, per_sequence
+    overall, per_sequence = distributed.from_rank_0(tables_written, world)
+    return overall, per_sequence, started
 
 
 def summarize(scores: Sequence[ObjectScore]) -> tuple[dict[str, float], list[dict[str, object]]]:

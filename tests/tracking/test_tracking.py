@@ -1,6 +1,7 @@
 """Tracking videos: the protocol on the built-in moving shapes, resuming, files, bad input."""
 
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -333,6 +334,30 @@ def test_cli_tracks_an_mp4_and_eval_davis_scores_it(tmp_path, shapes):
                              capture_output=True, text=True, check=True)
     assert "1.000" in (tmp_path / "s2" / "global_results-val.csv").read_text().splitlines()[1].split(",")[0]
     assert perfect.returncode == 0
+
+
+@pytest.mark.skipif(not (Path(sys.executable).parent / "torchrun").exists(),
+                    reason="torchrun is not installed beside this Python")
+def test_eval_davis_under_torchrun_gives_the_scores_of_one_process(tmp_path):
+    """Three sequences shared out over two processes (gloo on the CPU), scores gathered on rank 0."""
+    davis = tmp_path / "davis"
+    for seed, sequence in enumerate(("circles", "squares", "stars")):
+        write_moving_shapes(davis, sequence=sequence, num_frames=4, size=(120, 160), seed=seed)
+    argv = [str(ROOT / "tools" / "eval_davis.py"), "--davis", str(davis), "--model", "PE-Spatial-T16-512",
+            "--short-side", "64"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, *argv, "--out", str(tmp_path / "one")], env=env, capture_output=True,
+                         text=True)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc-per-node", "2",
+                          *argv, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr[-3000:]
+    for table in ("per-sequence_results-val.csv", "global_results-val.csv"):
+        assert (tmp_path / "one" / table).read_text() == (tmp_path / "two" / table).read_text()
+    rows = (tmp_path / "two" / "per-sequence_results-val.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[0] for row in rows] == ["circles", "squares", "stars"]
+    assert two.stdout.count("----- global results") == 1  # printed by rank 0 alone
 
 
 def test_cli_usage_errors(tmp_path, capsys):

@@ -1,6 +1,6 @@
-"""The few collective steps of a run under torchrun (one process per GPU or machine slot): who this process
-is, waiting for the others, and a value from rank 0. Without torchrun the run is rank 0 of 1 and nothing
-here touches torch.distributed."""
+"""The few collective steps of a job under torchrun (one process per GPU or machine slot): who this process
+is, waiting for the others, a value from rank 0, values gathered on rank 0. Without torchrun the job is rank 0
+of 1 and nothing here touches torch.distributed."""
 
 from __future__ import annotations
 
@@ -39,6 +39,15 @@ def from_rank_0(value, world: int):
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def gather_on_rank_0(value, world: int) -> list | None:
+    """Every rank's ``value`` in rank order on rank 0; None on the others."""
+    if world == 1:
+        return [value]
+    gathered = [None] * world if dist.get_rank() == 0 else None
+    dist.gather_object(value, gathered, dst=0)
+    return gathered
 
 
 def stop(world: int) -> None:
