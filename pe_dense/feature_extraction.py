@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -26,12 +26,14 @@ def iter_features(
     layer: int = -1,
     batch_size: int = 8,
     precision: str = "fp32",
+    stride: Optional[int] = None,
 ) -> Iterator[tuple[ImageSource, Image.Image, torch.Tensor]]:
-    """(source, image, features (C, h, w)) for every source, in batches."""
+    """(source, image, features (C, h, w)) for every source, in batches; ``stride``: a denser grid by
+    shift-and-stitch (pe_dense.models.inference.extract)."""
     for start in range(0, len(sources), batch_size):
         chunk = sources[start:start + batch_size]
         images = [s.load() for s in chunk]
-        features = extract(encoder, images, size=size, layer=layer, precision=precision)
+        features = extract(encoder, images, size=size, layer=layer, precision=precision, stride=stride)
         yield from zip(chunk, images, features)
 
 

@@ -7,7 +7,14 @@ import argparse
 from ..arguments import CommaList, positive_int
 from ..atomic_files import write_json
 from .common import UsageError, encoder_on_images, weights_name
-from .options import add_image_arguments, add_model_arguments, add_output_options, numbers
+from .options import (
+    add_image_arguments,
+    add_model_arguments,
+    add_output_options,
+    add_stride_argument,
+    check_stride,
+    numbers,
+)
 
 HELP = "pictures of feature maps: PCA colours or token correspondence, per layer"
 
@@ -25,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--mode corr: query pixel in the first image (default: its centre)")
     parser.add_argument("--panel-height", type=positive_int, default=300, metavar="PIXELS",
                         help="height of each picture in the side-by-side sweep (several --layers)")
+    add_stride_argument(parser)
     add_output_options(parser)
 
 
@@ -33,13 +41,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.point is not None and args.mode != "corr":
         raise UsageError("--point chooses the query token of --mode corr")
+    check_stride(args)
     encoder, sources, size = encoder_on_images(args, "viz.json")
     written = write_pictures(encoder, sources, args.out, size=size, layers=args.layers, mode=args.mode, fit=args.fit,
                              point=args.point, batch_size=args.batch_size, precision=args.precision,
-                             sweep_height=args.panel_height)
+                             sweep_height=args.panel_height, stride=args.stride)
     write_json(args.out / "viz.json", {
         "model": args.model, "weights": weights_name(args), "mode": args.mode, "layers": args.layers,
-        "fit": args.fit, "point": args.point, "input_size": list(size), "images": written})
+        "fit": args.fit, "point": args.point, "stride": args.stride, "input_size": list(size), "images": written})
     count = sum(len(entry["pictures"]) + ("sweep" in entry) for entry in written)
     print(f"wrote {count} picture(s) of {len(written)} image(s) to {args.out}")
     return 0

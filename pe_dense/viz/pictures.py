@@ -35,6 +35,7 @@ def write_pictures(
     batch_size: int = 8,
     precision: str = "fp32",
     sweep_height: int = 300,
+    stride: Optional[int] = None,
 ) -> list[dict]:
     """Write one picture per image and layer (and a side-by-side sweep per image when there are
     several layers) into ``out``; returns what was written, per image.
@@ -42,7 +43,7 @@ def write_pictures(
     ``pca``/``lch`` colour the PCA of each layer's tokens (``fit`` decides which tokens the PCA is
     fitted on). ``corr`` shows the cosine similarity of the token under ``point`` (x, y pixels of
     the first image; its centre by default) to every token of every image. Sweeps have panels
-    ``sweep_height`` pixels high.
+    ``sweep_height`` pixels high. ``stride``: a denser token grid by shift-and-stitch.
     """
     if mode not in VIZ_MODES:
         raise ValueError(f"mode must be one of {', '.join(VIZ_MODES)}, got '{mode}'")
@@ -56,7 +57,8 @@ def write_pictures(
     for start in range(0, len(sources), batch_size):
         chunk = sources[start:start + batch_size]
         loaded = [s.load() for s in chunk]
-        per_block = extract_layers(encoder, loaded, size=size, layers=blocks, precision=precision)
+        per_block = extract_layers(encoder, loaded, size=size, layers=blocks, precision=precision,
+                                   stride=stride)
         names += [s.name for s in chunk]
         images += loaded
         maps += [list(per_image) for per_image in zip(*per_block)]
