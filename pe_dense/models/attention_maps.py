@@ -23,11 +23,12 @@ from .windows import window_partition
 
 
 def _probabilities(attn: SelfAttention, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
-    """softmax(q kᵀ / √d) of (B, N, C) tokens: (B, heads, N, N), float32."""
+    """softmax(q kᵀ / √d) of (B, N, C) tokens: (B, heads, N, N), float32 also under autocast."""
     b, n, _ = x.shape
-    qkv = F.linear(x.float(), attn.in_proj_weight.float(), attn.in_proj_bias.float()).view(b, n, 3, attn.heads, -1)
-    q, k = apply_rope(qkv[:, :, :2], rope).permute(2, 0, 3, 1, 4)
-    return torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1)
+    with torch.autocast(x.device.type, enabled=False):
+        qkv = F.linear(x.float(), attn.in_proj_weight.float(), attn.in_proj_bias.float())
+        q, k = apply_rope(qkv.view(b, n, 3, attn.heads, -1)[:, :, :2], rope).permute(2, 0, 3, 1, 4)
+        return torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1)
 
 
 def _windows_to_grid(probs: torch.Tensor, batch: int, grid_h: int, grid_w: int, window: int) -> torch.Tensor:

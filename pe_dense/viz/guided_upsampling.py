@@ -26,6 +26,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .images import upsample
+
+UPSAMPLING = ("bilinear", "guided")
 SIGMA_SPATIAL = 1.0  # tokens
 SIGMA_RANGE = 0.1  # colour distance, channels in [0, 1]
 TILE_ELEMENTS = 2**22  # channels x pixels of one tile: 16 MiB per float32 buffer
@@ -96,3 +99,16 @@ def _tile(features, token_colours, guide, uy, ux, cy, cx, offsets, sigma_spatial
         weighted = weighted * keep + values * add
         best = new_best
     return weighted / total
+
+
+def to_pixels(values, image: Image.Image, method: str = "bilinear") -> np.ndarray:
+    """A (h, w) or (h, w, K) token map at the image's size, float32: ``bilinear``, or ``guided`` by the image."""
+    if method not in UPSAMPLING:
+        raise ValueError(f"upsampling must be one of {', '.join(UPSAMPLING)}, got '{method}'")
+    if method == "bilinear":
+        return upsample(values, (image.height, image.width))
+    x = torch.as_tensor(np.asarray(values), dtype=torch.float32)
+    if x.ndim not in (2, 3):
+        raise ValueError(f"expected a (h, w) or (h, w, K) map, got shape {tuple(x.shape)}")
+    out = guided_upsample(x[None] if x.ndim == 2 else x.permute(2, 0, 1), image_tensor(image))
+    return (out[0] if x.ndim == 2 else out.permute(1, 2, 0)).numpy()
