@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..arguments import CommaList, positive_int
 from ..atomic_files import write_json
-from .common import UsageError, encoder_on_images, weights_name
+from .common import encoder_on_images, weights_name
 from .options import (
     add_image_arguments,
     add_model_arguments,
@@ -52,16 +52,9 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..models.preprocess import load_image
-    from ..viz.pictures import write_pictures
+    from ..viz.pictures import check_options, write_pictures
 
-    if args.point is not None and args.mode not in ("corr", "attention"):
-        raise UsageError("--point chooses the query token of --mode corr or attention")
-    if args.fit != "each" and args.mode not in ("pca", "lch"):
-        raise UsageError(f"--fit chooses the tokens of a PCA (--mode pca or lch), not of --mode {args.mode}")
-    if args.mask is not None and args.fit != "foreground":
-        raise UsageError("--mask gives the foreground of --fit foreground")
-    if args.stride is not None and args.mode == "attention":
-        raise UsageError("--mode attention shows one pass of the model: no --stride")
+    check_options(args.mode, args.fit, args.upsample, args.stride, args.mask, args.point)
     check_stride(args)
     mask = None if args.mask is None else np.asarray(load_image(args.mask).convert("L")) > 0
     encoder, sources, size = encoder_on_images(args, "viz.json")

@@ -70,7 +70,7 @@ def write_pictures(
     shift-and-stitch. ``upsampling``: how token maps reach the image's pixels, ``bilinear`` or
     ``guided`` by the image (joint bilateral).
     """
-    _check(mode, fit, upsampling, stride, mask)
+    check_options(mode, fit, upsampling, stride, mask, point)
     blocks = list(dict.fromkeys(encoder.layer_index(layer) for layer in layers))
     if mode in ("corr", "attention") and point is not None:
         token_at(point, sources[0].load().size, (1, 1))  # inside the first image, checked before any work
@@ -98,19 +98,24 @@ def write_pictures(
     return _save(out, encoder, names, images, blocks, mode, pictures, sweep_height)
 
 
-def _check(mode: str, fit: str, upsampling: str, stride: Optional[int], mask: Optional[np.ndarray]) -> None:
+def check_options(mode: str, fit: str = "each", upsampling: str = "bilinear", stride: Optional[int] = None,
+                  mask=None, point=None) -> None:
+    """Refuse a combination of :func:`write_pictures`' options that does not go together (the command line
+    checks them before building the model)."""
     if mode not in VIZ_MODES:
         raise ValueError(f"mode must be one of {', '.join(VIZ_MODES)}, got '{mode}'")
     if fit not in FIT_CHOICES:
         raise ValueError(f"fit must be one of {', '.join(FIT_CHOICES)}, got '{fit}'")
     if upsampling not in UPSAMPLING:
         raise ValueError(f"upsampling must be one of {', '.join(UPSAMPLING)}, got '{upsampling}'")
+    if point is not None and mode not in ("corr", "attention"):
+        raise ValueError("a point chooses the query token of modes corr and attention")
     if fit != "each" and mode not in ("pca", "lch"):
         raise ValueError(f"fit chooses the tokens of a PCA (modes pca and lch), not of mode {mode}")
     if mask is not None and fit != "foreground":
-        raise ValueError("a mask chooses the foreground of fit 'foreground'")
+        raise ValueError("a mask gives the foreground of fit 'foreground'")
     if stride is not None and mode == "attention":
-        raise ValueError("attention maps are of one pass of the model: no stride")
+        raise ValueError("attention maps show one pass of the model: no stride")
 
 
 def _save(out: Path, encoder, names, images, blocks, mode, pictures, sweep_height) -> list[dict]:

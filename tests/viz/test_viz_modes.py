@@ -87,10 +87,10 @@ def test_foreground_fit_from_a_user_mask(tmp_path, t16_weights):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--mode", "norms", "--point", "1,1"], "--point chooses the query token of --mode corr or attention"),
-    (["--mode", "corr", "--fit", "foreground"], "--fit chooses the tokens of a PCA (--mode pca or lch)"),
-    (["--mask", "m.png"], "--mask gives the foreground of --fit foreground"),
-    (["--mode", "attention", "--stride", "8"], "--mode attention shows one pass of the model: no --stride"),
+    (["--mode", "norms", "--point", "1,1"], "a point chooses the query token of modes corr and attention"),
+    (["--mode", "corr", "--fit", "foreground"], "fit chooses the tokens of a PCA (modes pca and lch)"),
+    (["--mask", "m.png"], "a mask gives the foreground of fit 'foreground'"),
+    (["--mode", "attention", "--stride", "8"], "attention maps show one pass of the model: no stride"),
     (["--fit", "foreground", "--mask", "missing.png"], "image 'missing.png' does not exist"),
 ])
 def test_bad_combinations_exit_2_and_write_nothing(tmp_path, capsys, args, message):
