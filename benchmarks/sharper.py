@@ -1,15 +1,18 @@
 """Sharper features: the cost of shift-and-stitch and of guided upsampling against the plain ways.
 
 1. Shift-and-stitch at stride 8 (k = 2: four shifted passes in one batch) against the plain forward of
-   the same image, and against the four passes run one after the other; PE-Spatial-T16-512 at 512 px,
-   one image (weights do not change the cost). The ratio to the plain forward is the price of the 2x
-   denser grid; k^2 = 4 is the expected figure.
+   the same image, against the four passes run one after the other, and against overlapping patches at
+   the same stride (one pass over 4x the tokens, an approximation); PE-Spatial-T16-512 at 512 px, one
+   image of the built-in samples. The ratio to the plain forward is the price of the 2x denser grid; k^2 =
+   4 is the expected figure for shift-and-stitch. The overlapping grid's difference from the
+   shift-and-stitch grid (per-token cosine) is recorded too; it means something only with released
+   weights (``--weights``), as random weights do not show what the model's features do.
 2. Guided (joint bilateral) upsampling of a token map to the pixels of a 512 px and a 2048 px image
    (patch 16: 32x32 and 128x128 tokens), for PCA scores (3 channels, what ``viz`` upsamples), against
    bilinear upsampling: time, and the memory above the inputs (the output included), with the default
    tiles and with one tile for the whole image.
 
-    python benchmarks/sharper.py [--repeats 3] [--device cpu] [--threads 1]
+    python benchmarks/sharper.py [--repeats 3] [--device cpu] [--threads 1] [--weights PATH|hub]
 
 On a CPU shared with other jobs torch's threads wait for each other when one is descheduled, so the
 default is one thread (the ratios hold either way).
@@ -18,12 +21,14 @@ default is one thread (the ratios hold either way).
 from __future__ import annotations
 
 import argparse
+import warnings
 
 import harness
 import torch
 import torch.nn.functional as F
 
-from pe_dense.models import PEVisionTransformer, get_config
+from pe_dense.data import sample_image
+from pe_dense.models import RandomWeightsWarning, build_encoder, preprocess
 from pe_dense.models.shift_stitch import shift_and_stitch
 from pe_dense.viz.guided_upsampling import TILE_ELEMENTS, guided_upsample
 
@@ -31,10 +36,12 @@ MODEL, SIZE, STRIDE = "PE-Spatial-T16-512", 512, 8
 UPSAMPLING_SIZES, CHANNELS = (512, 2048), 3
 
 
-def bench_shift_and_stitch(device, repeats):
+def bench_shift_and_stitch(device, repeats, weights):
     torch.manual_seed(0)
-    encoder = PEVisionTransformer(get_config(MODEL)).eval().to(device)
-    image = torch.randn(1, 3, SIZE, SIZE, device=device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)  # recorded in the results instead
+        encoder = build_encoder(MODEL, weights, device=device)
+    image = preprocess(sample_image("coffee"), SIZE)[None].to(device)
     k2 = (encoder.patch_size // STRIDE) ** 2
 
     def plain():
@@ -49,11 +56,21 @@ def bench_shift_and_stitch(device, repeats):
         for _ in range(k2):
             plain()
 
+    def overlapping():
+        with torch.inference_mode():
+            return encoder.dense_features_at(image, [-1], token_stride=STRIDE)[0]
+
     seconds = harness.time_interleaved({"plain": plain, f"stride {STRIDE} (batched)": stitched,
-                                        f"{k2} plain passes in a row": one_after_another}, device, repeats=repeats)
+                                        f"{k2} plain passes in a row": one_after_another,
+                                        f"overlapping patches, stride {STRIDE}": overlapping}, device, repeats=repeats)
+    cosine = F.cosine_similarity(overlapping(), stitched()[0], dim=1).flatten().float()
     print(f"shift-and-stitch: {seconds}", flush=True)
-    return {"model": MODEL, "input": SIZE, "stride": STRIDE, "passes": k2,
-            "seconds": {k: round(v, 3) for k, v in seconds.items()}, "ratio_to_plain": harness.ratios(seconds, "plain")}
+    return {"model": MODEL, "weights": str(weights) if weights else "random", "input": SIZE, "stride": STRIDE,
+            "passes": k2, "seconds": {k: round(v, 3) for k, v in seconds.items()},
+            "ratio_to_plain": harness.ratios(seconds, "plain"),
+            "overlapping_vs_stitched_cosine": {"mean": round(cosine.mean().item(), 4),
+                                               "p05": round(cosine.quantile(0.05).item(), 4),
+                                               "min": round(cosine.min().item(), 4)}}
 
 
 def upsampling_step(method: str, channels: int, side: int, tile_elements: int = TILE_ELEMENTS, device="cpu"):
@@ -92,13 +109,14 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--weights", help=f"{MODEL} weights (a file or 'hub'); random if omitted")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     harness.report(f"sharper_{device.type}", {
         "environment": harness.environment(device),
-        "shift_and_stitch": bench_shift_and_stitch(device, args.repeats),
+        "shift_and_stitch": bench_shift_and_stitch(device, args.repeats, args.weights),
         "guided_upsampling": bench_upsampling(device, args.repeats)})
 
 
