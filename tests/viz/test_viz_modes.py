@@ -20,6 +20,12 @@ from pe_dense.viz.token_norms import outlier_tokens, token_norms
 MODEL = "PE-Spatial-T16-512"
 
 
+@pytest.fixture(scope="module")
+def encoder(t16_weights):
+    """The model the command runs, built once for the references."""
+    return build_encoder(MODEL, t16_weights)
+
+
 def _viz(tmp_path, weights, *args):
     out = tmp_path / "out"
     assert main(["viz", "sample:chelsea", "--model", MODEL, "--weights", str(weights), "--size", "64", *args,
@@ -27,13 +33,12 @@ def _viz(tmp_path, weights, *args):
     return out, json.loads((out / "viz.json").read_text())
 
 
-def test_attention_of_the_class_token_per_block(tmp_path, t16_weights):
+def test_attention_of_the_class_token_per_block(tmp_path, t16_weights, encoder):
     out, manifest = _viz(tmp_path, t16_weights, "--mode", "attention", "--layers", "-1,2")
     assert manifest["images"][0] == {
         "name": "chelsea", "pictures": ["chelsea_block11_attention.png", "chelsea_block2_attention.png"],
         "files": ["chelsea_block11_heads.png", "chelsea_block11_attention.npy", "chelsea_block2_heads.png",
                   "chelsea_block2_attention.npy"], "sweep": "chelsea_attention.png"}
-    encoder = build_encoder(MODEL, t16_weights)
     batch = preprocess(sample_image("chelsea"), 64)[None]
     for block in (11, 2):
         expected = attention_map(encoder, batch, block)[0]
@@ -41,29 +46,27 @@ def test_attention_of_the_class_token_per_block(tmp_path, t16_weights):
     assert Image.open(out / "chelsea_block11_attention.png").size == sample_image("chelsea").size
 
 
-def test_attention_of_a_query_point(tmp_path, t16_weights):
+def test_attention_of_a_query_point(tmp_path, t16_weights, encoder):
     out, _ = _viz(tmp_path, t16_weights, "--mode", "attention", "--point", "10,250")  # 451x300: token (3, 0)
-    expected = attention_map(build_encoder(MODEL, t16_weights), preprocess(sample_image("chelsea"), 64)[None], -1,
-                             query=(3, 0))[0]
+    expected = attention_map(encoder, preprocess(sample_image("chelsea"), 64)[None], -1, query=(3, 0))[0]
     np.testing.assert_array_equal(np.load(out / "chelsea_block11_attention.npy"), expected.numpy())
 
 
-def test_norms_on_a_stitched_grid(tmp_path, t16_weights):
+def test_norms_on_a_stitched_grid(tmp_path, t16_weights, encoder):
     out, manifest = _viz(tmp_path, t16_weights, "--mode", "norms", "--stride", "8")
     assert manifest["stride"] == 8
-    (features,) = extract_layers(build_encoder(MODEL, t16_weights), [sample_image("chelsea")], size=64, layers=[-1],
-                                 stride=8)
+    (features,) = extract_layers(encoder, [sample_image("chelsea")], size=64, layers=[-1], stride=8)
     norms = np.load(out / "chelsea_block11_norms.npy")
     assert norms.shape == (8, 8)
     np.testing.assert_array_equal(norms, token_norms(features[0]).numpy())
     np.testing.assert_array_equal(np.load(out / "chelsea_block11_outliers.npy"), outlier_tokens(norms).numpy())
 
 
-def test_foreground_fit_from_the_first_component(tmp_path, t16_weights):
+def test_foreground_fit_from_the_first_component(tmp_path, t16_weights, encoder):
     out, manifest = _viz(tmp_path, t16_weights, "--fit", "foreground", "--upsample", "guided")
     assert manifest["images"][0]["files"] == ["chelsea_block11_mask.png"] and manifest["upsample"] == "guided"
     image = sample_image("chelsea")
-    (features,) = extract_layers(build_encoder(MODEL, t16_weights), [image], size=64, layers=[-1])
+    (features,) = extract_layers(encoder, [image], size=64, layers=[-1])
     tokens = foreground_mask(features[0]).numpy()
     pixels = to_pixels(tokens.astype(np.float32), image, "guided") > 0.5
     written_mask = np.asarray(Image.open(out / "chelsea_block11_mask.png"))
