@@ -7,7 +7,7 @@ import pytest
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 # figures each notebook must show
-FIGURES = {"dense_features.ipynb": 4, "correspondence.ipynb": 4}
+FIGURES = {"dense_features.ipynb": 7, "correspondence.ipynb": 4}
 
 
 def test_every_notebook_is_listed():

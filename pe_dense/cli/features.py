@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..arguments import CommaList, non_negative_int, positive_float, positive_int
 from .common import UsageError, build_encoder, check_out_folder, warn_if_huge, weights_name
-from .options import add_model_arguments
+from .options import add_model_arguments, add_stride_argument, check_stride
 
 HELP = "dense features of images, folders, lists and videos into a feature store"
 
@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, "PE-Spatial-B16-512")
     parser.add_argument("--layers", action=CommaList, item=int, default=[-1], metavar="LAYER,...",
                         help="blocks whose outputs to store, from one pass (negative counts from the end)")
+    add_stride_argument(parser)
     parser.add_argument("--pooled", action="store_true",
                         help="also store the CLIP embedding (PE-Core models: attention pooling and projection)")
     sizes = parser.add_mutually_exclusive_group()
@@ -63,6 +64,10 @@ def run(args: argparse.Namespace) -> int:
 
     rank, world = distributed.start()
     config = get_config(args.model)
+    check_stride(args)
+    if args.pooled and args.stride:
+        raise UsageError("--pooled and --stride: the CLIP embedding is of the plain pass; store it in a run "
+                         "without --stride")
     items, listing_failures = list_items(args.inputs, Frames(args.every, args.fps))
     if args.strict and listing_failures:
         raise ValueError(f"{listing_failures[0]['item']}: {listing_failures[0]['reason']}")
@@ -92,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
               "preprocessing": {**resize.describe(), "interpolation": "bilinear", "mean": NORMALIZE_MEAN,
                                 "std": NORMALIZE_STD},
               "frames": Frames(args.every, args.fps).describe(), "dtype": args.dtype, "precision": args.precision,
-              "shard_size": args.shard_size}
+              "stride": args.stride or config.patch_size, "shard_size": args.shard_size}
 
     if rank == 0:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -106,9 +111,8 @@ def run(args: argparse.Namespace) -> int:
                     partial.unlink()
     distributed.barrier(world)
     run_shards(encoder, items, args.out, header, resize=resize, layers=args.layers, batch_size=args.batch_size,
-               shard_size=args.shard_size, workers=args.workers, pooled=args.pooled, pictures=args.pictures,
-               strict=args.strict,
-               rank=rank, world=world, progress=rank == 0)
+               shard_size=args.shard_size, workers=args.workers, pooled=args.pooled, stride=args.stride,
+               pictures=args.pictures, strict=args.strict, rank=rank, world=world, progress=rank == 0)
     distributed.barrier(world)
     failures = None
     if rank == 0:

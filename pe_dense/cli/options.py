@@ -48,6 +48,21 @@ def add_model_arguments(parser: argparse.ArgumentParser, example: str) -> None:
     parser.add_argument("--device", type=device_argument, default="cpu")
 
 
+def add_stride_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stride", type=positive_int, metavar="PIXELS",
+                        help="a denser token grid, one token every PIXELS (a divisor of the patch size) by "
+                             "shift-and-stitch: (patch/PIXELS)^2 passes of the unchanged model (docs/sharper.md)")
+
+
+def check_stride(args: argparse.Namespace) -> None:
+    """``--stride`` divides the model's patch size; checked before anything is built."""
+    from ..models import get_config
+    from ..models.shift_stitch import stitch_factor
+
+    if args.stride is not None:
+        stitch_factor(get_config(args.model).patch_size, args.stride)
+
+
 def add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace results of a previous run in --out")
     parser.add_argument("--out", type=Path, required=True, help="output folder")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch.utils.data import DataLoader
@@ -16,6 +16,7 @@ from tqdm import tqdm
 from ..atomic_files import atomic_output
 from ..feature_store import STORAGE_DTYPES, read_shard, shard_path, write_manifest, write_shard
 from ..models.inference import autocast
+from ..models.shift_stitch import shift_and_stitch
 from ..models.vision_transformer import PEVisionTransformer
 from ..viz.images import colors_to_image
 from ..viz.pca import pca_rgb
@@ -55,16 +56,18 @@ def shards_to_run(out: Path, shards: Sequence[Sequence[Item]], header: dict, ran
 
 def run_shards(encoder: PEVisionTransformer, items: Sequence[Item], out: Path, header: dict, *, resize: Resize,
                layers: Sequence[int], batch_size: int, shard_size: int, workers: int = 0, pooled: bool = False,
-               pictures: bool = False, strict: bool = False, rank: int = 0, world: int = 1,
-               progress: bool = True) -> int:
+               stride: Optional[int] = None, pictures: bool = False, strict: bool = False, rank: int = 0,
+               world: int = 1, progress: bool = True) -> int:
     """Compute and write this rank's missing shards; returns how many items failed in them. ``pooled`` adds
-    the CLIP embedding of Core models. With ``strict`` the first item that cannot be read raises ValueError,
-    and the shard it was in is not written."""
+    the CLIP embedding of Core models; ``stride``, a denser grid by shift-and-stitch (None: one token a patch).
+    With ``strict`` the first item that cannot be read raises ValueError, and the shard it was in is not
+    written."""
     shards = shards_of(items, shard_size)
     todo = shards_to_run(out, shards, header, rank, world)
     pending = [item for index in todo for item in shards[index]]
     loaded = iter(DataLoader(LoadedItems(pending, resize), batch_size=None, num_workers=workers))
-    batcher = Batcher(encoder, layers, pooled, batch_size, header["precision"], STORAGE_DTYPES[header["dtype"]])
+    batcher = Batcher(encoder, layers, pooled, batch_size, header["precision"], STORAGE_DTYPES[header["dtype"]],
+                      stride)
     failed = 0
     with tqdm(total=len(pending), unit="item", disable=not progress or not pending) as bar:
         for index in todo:
@@ -95,8 +98,8 @@ class Batcher:
     item -> output -> tensor in the storage dtype."""
 
     def __init__(self, encoder: PEVisionTransformer, layers: Sequence[int], pooled: bool, batch_size: int,
-                 precision: str, dtype: torch.dtype):
-        self.encoder, self.layers, self.pooled = encoder, layers, pooled
+                 precision: str, dtype: torch.dtype, stride: Optional[int] = None):
+        self.encoder, self.layers, self.pooled, self.stride = encoder, layers, pooled, stride
         self.batch_size, self.precision, self.dtype = batch_size, precision, dtype
         self.device = next(encoder.parameters()).device
         self.waiting: dict[tuple[int, ...], list[tuple[str, torch.Tensor]]] = {}
@@ -121,7 +124,7 @@ class Batcher:
                 maps, embedding = self.encoder.dense_features_and_embedding(batch, self.layers)
                 maps = [*maps, embedding]
             else:
-                maps = self.encoder.dense_features_at(batch, self.layers)
+                maps = shift_and_stitch(self.encoder, batch, self.stride or self.encoder.patch_size, self.layers)
         for i, (name, _) in enumerate(group):
             # a copy per item: a shard holds no views of a batch
             self.done[name] = {output: m[i].to("cpu", self.dtype, copy=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -13,6 +13,7 @@ from PIL import Image
 
 from .. import cpu
 from .preprocess import Size, preprocess
+from .shift_stitch import shift_and_stitch
 from .vision_transformer import PEVisionTransformer, SelfAttention
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -66,9 +67,10 @@ def extract(
     size: Size,
     layer: int = -1,
     precision: str = "fp32",
+    stride: Optional[int] = None,
 ) -> torch.Tensor:
     """Dense features (B, C, h, w), float32 on the CPU, of a batch of PIL images resized to ``size``."""
-    return extract_layers(encoder, images, size=size, layers=(layer,), precision=precision)[0]
+    return extract_layers(encoder, images, size=size, layers=(layer,), precision=precision, stride=stride)[0]
 
 
 def extract_layers(
@@ -78,10 +80,15 @@ def extract_layers(
     size: Size,
     layers: Sequence[int],
     precision: str = "fp32",
+    stride: Optional[int] = None,
 ) -> list[torch.Tensor]:
-    """Dense features (B, C, h, w) after each block in ``layers``, from one forward pass."""
+    """Dense features (B, C, h, w) after each block in ``layers``, from one forward pass.
+
+    ``stride`` (pixels, a divisor of the patch size) gives a denser grid by shift-and-stitch: (patch /
+    stride)**2 shifted passes in one batch (:mod:`.shift_stitch`); None is one token per patch.
+    """
     device = next(encoder.parameters()).device
     batch = torch.stack([preprocess(image, size, encoder.config.pixels) for image in images]).to(device)
     with torch.inference_mode(), autocast(device, precision):
-        maps = encoder.dense_features_at(batch, layers)
+        maps = shift_and_stitch(encoder, batch, stride or encoder.patch_size, layers)
     return [m.float().cpu() for m in maps]

@@ -44,3 +44,21 @@ def adapt_pos_embed(patch_table: torch.Tensor, grid_h: int, grid_w: int,
         raise ValueError(f"unknown position table mode '{mode}', expected one of {POS_EMBED_MODES}")
     resized = F.interpolate(grid.permute(2, 0, 1)[None], size=(grid_h, grid_w), mode=mode, align_corners=False)
     return resized[0].permute(1, 2, 0).reshape(grid_h * grid_w, -1)
+
+
+def fractional_rows(rows: torch.Tensor, grid_h: int, grid_w: int, k: int) -> torch.Tensor:
+    """Rows of a grid k times denser than the grid_h x grid_w one that ``rows`` (grid_h*grid_w, C) cover, dense
+    token n at position n / k of the sparse grid: bilinear between the sparse rows, the last row and
+    column repeated past the end; dense tokens at multiples of k get the sparse rows exactly."""
+    def weights(n: int) -> torch.Tensor:  # (n*k, n): the interpolation matrix of one axis
+        position = torch.arange(n * k, dtype=torch.float64) / k
+        low = position.floor().long().clamp(max=n - 1)
+        high = (low + 1).clamp(max=n - 1)
+        frac = (position - low).clamp(max=1.0)
+        matrix = torch.zeros(n * k, n, dtype=torch.float64)
+        matrix[torch.arange(n * k), low] += 1 - frac
+        matrix[torch.arange(n * k), high] += frac
+        return matrix.to(rows)
+
+    grid = rows.reshape(grid_h, grid_w, -1)
+    return torch.einsum("ah,hwc,bw->abc", weights(grid_h), grid, weights(grid_w)).reshape(grid_h * k * grid_w * k, -1)

@@ -23,16 +23,19 @@ def rope_frequencies(head_dim: int, theta: float = 10000.0, device=None) -> torc
     return 1.0 / (theta**exponents)
 
 
-def axis_positions(n: int, *, offset: float = 0.0, pretrain_grid: Optional[int] = None, device=None) -> torch.Tensor:
+def axis_positions(n: int, *, offset: float = 0.0, pretrain_grid: Optional[int] = None, step: float = 1.0,
+                   device=None) -> torch.Tensor:
     """Positions of a run of n tokens along one axis.
 
-    Released models use the integer index plus ``offset`` (1 when a class token takes position 0).
+    Released models use the integer index plus ``offset`` (1 when a class token takes position 0);
+    ``step`` < 1 places the tokens of a denser grid between them (overlapping patches,
+    docs/sharper.md#overlapping-patches).
     With ``pretrain_grid`` set (the ViTDet detection backbone, docs/detection.md#vitdet-mask-r-cnn) positions are
     rescaled so the run spans the pretraining grid: k * pretrain_grid / n + 1.
     """
     k = torch.arange(n, device=device)
     if pretrain_grid is None:
-        return k.float() + offset
+        return (k.float() if step == 1.0 else k * step) + offset
     return k / n * pretrain_grid + 1
 
 
@@ -43,17 +46,19 @@ def rope_angles(
     *,
     cls_token: bool = False,
     pretrain_grid: Optional[int] = None,
+    step: float = 1.0,
     device=None,
 ) -> torch.Tensor:
     """Rotation angle of every (token, channel pair): shape (cls + grid_h*grid_w, head_dim/2).
 
     Tokens are in row-major order; pair i < head_dim/4 uses the column, the rest the row. A class
-    token comes first with angle 0 and shifts patch positions to start at 1.
+    token comes first with angle 0 and shifts patch positions to start at 1. ``step``: see
+    :func:`axis_positions`.
     """
     freqs = rope_frequencies(head_dim, device=device)
     offset = 1.0 if cls_token else 0.0
-    ax = axis_positions(grid_w, offset=offset, pretrain_grid=pretrain_grid, device=device)[:, None] * freqs
-    ay = axis_positions(grid_h, offset=offset, pretrain_grid=pretrain_grid, device=device)[:, None] * freqs
+    ax = axis_positions(grid_w, offset=offset, pretrain_grid=pretrain_grid, step=step, device=device)[:, None] * freqs
+    ay = axis_positions(grid_h, offset=offset, pretrain_grid=pretrain_grid, step=step, device=device)[:, None] * freqs
     angles = torch.cat([ax[None, :, :].expand(grid_h, -1, -1), ay[:, None, :].expand(-1, grid_w, -1)], dim=-1)
     angles = angles.reshape(grid_h * grid_w, head_dim // 2)
     if cls_token:

@@ -19,7 +19,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..ops.dot_product_attention import attention
 from .configs import PEVisionConfig
-from .pos_embed import POS_EMBED_MODES, PosEmbedMode, adapt_pos_embed
+from .pos_embed import POS_EMBED_MODES, PosEmbedMode, adapt_pos_embed, fractional_rows
 from .rope import apply_rope, rope_angles, rope_cos_sin, rope_table
 from .windows import window_partition, window_unpartition
 
@@ -305,17 +305,17 @@ class PEVisionTransformer(nn.Module):
             )
         return height // p, width // p
 
-    def positions(self, grid_h: int, grid_w: int, device=None) -> TokenPositions:
-        """RoPE tables for a grid (computed per call: a few thousand sin/cos, negligible next to a block)."""
+    def positions(self, grid_h: int, grid_w: int, device=None, step: float = 1.0) -> TokenPositions:
+        """RoPE tables for a grid (computed per call: a few thousand sin/cos, negligible next to a block);
+        ``step`` < 1: tokens that far apart (overlapping patches)."""
         head_dim = self.config.head_dim
         form = rope_cos_sin if self.export_mode else rope_table
 
         def table(angles):  # broadcast axes for the pair and head dims of q/k, before the channel dim
             return form(angles)[..., None, None, :]
 
-        angles = rope_angles(
-            grid_h, grid_w, head_dim, cls_token=self.use_cls_token, pretrain_grid=self.rope_pretrain_grid, device=device
-        )
+        angles = rope_angles(grid_h, grid_w, head_dim, cls_token=self.use_cls_token,
+                             pretrain_grid=self.rope_pretrain_grid, step=step, device=device)
         window_rope = None
         if self.window_size:
             ws = self.window_size
@@ -328,17 +328,36 @@ class PEVisionTransformer(nn.Module):
         patch_rows = self.positional_embedding[int(self.config.use_cls_token):]
         return adapt_pos_embed(patch_rows, grid_h, grid_w, self.pos_embed_mode, resize_native=self.export_mode)
 
-    def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, TokenPositions]:
-        """Patchify, add positions, prepend the class token and apply ln_pre: (B, cls + h*w, width)."""
+    def embed(self, images: torch.Tensor, token_stride: Optional[int] = None) -> tuple[torch.Tensor, TokenPositions]:
+        """Patchify, add positions, prepend the class token and apply ln_pre: (B, cls + h*w, width).
+
+        ``token_stride`` (a divisor of the patch size p) takes overlapping patches every that many pixels, k
+        = p / token_stride times denser per side, positioned between the released grid's positions
+        (docs/sharper.md#overlapping-patches): an approximation of the released model, not its output.
+        """
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
         grid_h, grid_w = self.token_grid(images.shape[2], images.shape[3])
-        x = self.conv1(images).flatten(2).transpose(1, 2)
-        x = x + self.position_table(grid_h, grid_w).to(x.dtype)
+        stride = token_stride or self.patch_size
+        k = self.patch_size // stride
+        if stride * k != self.patch_size:
+            raise ValueError(f"token stride {stride} does not divide the patch size {self.patch_size}")
+        if k == 1:
+            x = self.conv1(images).flatten(2).transpose(1, 2)
+            x = x + self.position_table(grid_h, grid_w).to(x.dtype)
+        else:
+            if self.window_size:
+                raise ValueError("overlapping patches would change what a window of tokens covers: not in windowed "
+                                 "models")
+            # the last patches reach past the image: its last row and column repeated (as shift-and-stitch)
+            padded = F.pad(images, (0, self.patch_size - stride, 0, self.patch_size - stride), mode="replicate")
+            x = F.conv2d(padded, self.conv1.weight, stride=stride).flatten(2).transpose(1, 2)
+            x = x + fractional_rows(self.position_table(grid_h, grid_w), grid_h, grid_w, k).to(x.dtype)
+            grid_h, grid_w = grid_h * k, grid_w * k
         if self.use_cls_token:
             cls = self.class_embedding + self.positional_embedding[0]
             x = torch.cat([cls.to(x.dtype).expand(x.shape[0], 1, -1), x], dim=1)
-        return self.ln_pre(x), self.positions(grid_h, grid_w, device=images.device)
+        return self.ln_pre(x), self.positions(grid_h, grid_w, device=images.device, step=1.0 / k)
 
     def _to_map(self, tokens: torch.Tensor, pos: TokenPositions) -> torch.Tensor:
         patches = tokens[:, int(self.use_cls_token):]
@@ -361,16 +380,18 @@ class PEVisionTransformer(nn.Module):
         layers: Sequence[int] = (-1,),
         norm: bool = False,
         return_cls_token: bool = False,
+        token_stride: Optional[int] = None,
     ):
         """Dense maps (B, width, H/p, W/p) after each block in ``layers`` (negative counts from the end).
 
         One pass, stopping at the deepest requested block. With ``return_cls_token`` the result is a
-        list of (map, cls) pairs, cls of shape (B, width).
+        list of (map, cls) pairs, cls of shape (B, width). ``token_stride``: overlapping patches, maps of
+        (H, W) / token_stride (:meth:`embed`).
         """
         if return_cls_token and not self.use_cls_token:
             raise ValueError(f"{self.config.name} runs without a class token")
         wanted = [self.layer_index(i) for i in layers]
-        found, pos = self._tokens_after(images, wanted)
+        found, pos = self._tokens_after(images, wanted, token_stride)
         if norm:
             found = {i: self.ln_post(tokens) for i, tokens in found.items()}
         maps = [self._to_map(found[i], pos) for i in wanted]
@@ -389,11 +410,12 @@ class PEVisionTransformer(nn.Module):
         found, pos = self._tokens_after(images, [*wanted, last])
         return [self._to_map(found[i], pos) for i in wanted], self.pool(self.ln_post(found[last]))
 
-    def _tokens_after(self, images: torch.Tensor, blocks: Sequence[int]) -> tuple[dict, TokenPositions]:
+    def _tokens_after(self, images: torch.Tensor, blocks: Sequence[int],
+                      token_stride: Optional[int] = None) -> tuple[dict, TokenPositions]:
         """{block: tokens after it} for the (non-negative) ``blocks``, stopping at the deepest."""
         if not blocks:
             raise ValueError("layers is empty")
-        x, pos = self.embed(images)
+        x, pos = self.embed(images, token_stride)
         return {i: tokens for i, tokens in self.transformer.run(x, pos, max(blocks)) if i in blocks}, pos
 
     def dense_features(self, images: torch.Tensor, layer: int = -1, norm: bool = False) -> torch.Tensor:

@@ -125,6 +125,12 @@ class PCAColorizer:
             if scores.ndim != 3:
                 raise ValueError("size needs a (C, h, w) feature map")
             scores = torch.from_numpy(upsample(scores.numpy(), size)).double()
+        return self.colors(scores)
+
+    def colors(self, scores: torch.Tensor) -> np.ndarray:
+        """Colours in [0, 1], float32, of component scores (..., 3) from :meth:`project`, e.g. scores brought
+        to the image's pixels another way than :meth:`transform`'s bilinear upsampling."""
+        scores = torch.as_tensor(scores, dtype=torch.float64)
         if self.mode == "rgb":
             span = self.high - self.low
             scaled = torch.where(span > 0, (scores - self.low) / span.clamp_min(1e-12), torch.full_like(scores, 0.5))

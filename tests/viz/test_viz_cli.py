@@ -55,7 +55,7 @@ def test_correspondence_of_an_image_with_itself(tmp_path, t16_weights, photo):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--point", "10,10"], "--point chooses the query token of --mode corr"),
+    (["--point", "10,10"], "a point chooses the query token of modes corr and attention"),
     (["--mode", "corr", "--point", "500,10"], "point (500.0, 10.0) is outside the 451x300 image"),
     (["--layers", "-1,12"], "layer 12 is out of range"),
     (["--size", "100"], "not a positive multiple of the patch size 16"),
