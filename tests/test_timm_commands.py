@@ -30,11 +30,16 @@ def test_features_are_timms_from_timms_preprocessing(dinov2_weights, tmp_path):
     from pe_dense.data import sample_image
 
     out = tmp_path / "out"
+    from pe_dense import FeatureStore
+
     assert main(["features", "sample:astronaut", "--encoder", DINOV2, "--weights", str(dinov2_weights),
-                 "--size", "56", "--layer", "-2", "--out", str(out)]) == 0
-    saved = np.load(out / "astronaut.npy")
+                 "--size", "56", "--layers", "-2", "--workers", "0", "--out", str(out)]) == 0
+    store = FeatureStore(out)
+    saved = store["sample:astronaut"]["layer_-2"].numpy()
     assert saved.shape == (384, 4, 4)
-    assert json.loads((out / "features.json").read_text())["model"] == DINOV2
+    assert store.manifest["model"] == DINOV2
+    data = resolve_data_config({}, model=build_encoder(DINOV2, dinov2_weights).model)
+    assert store.manifest["preprocessing"]["mean"] == list(data["mean"])
     # the reference: timm's eval transform of the (square) sample at 56 px, then timm's forward_intermediates
     model = build_encoder(DINOV2, dinov2_weights).model
     data = {**resolve_data_config({}, model=model), "input_size": (3, 56, 56), "crop_pct": 1.0}

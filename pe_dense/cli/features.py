@@ -59,11 +59,11 @@ def run(args: argparse.Namespace) -> int:
     from ..feature_extraction import Frames, Resize, finish, list_items, run_shards
     from ..feature_extraction.job import PICTURES, output_names
     from ..feature_store import MANIFEST, SHARDS
-    from ..models import get_config, resolve_weights
-    from ..models.preprocess import NORMALIZE_MEAN, NORMALIZE_STD, parse_size
+    from ..models import encoder_config, encoder_weights_file
+    from ..models.preprocess import parse_size
 
     rank, world = distributed.start()
-    config = get_config(args.model)
+    config = encoder_config(args.model)
     check_stride(args)
     if args.pooled and args.stride:
         raise UsageError("--pooled and --stride: the CLIP embedding is of the plain pass; store it in a run "
@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     if args.strict and listing_failures:
         raise ValueError(f"{listing_failures[0]['item']}: {listing_failures[0]['reason']}")
     resize = Resize(config.patch_size, short_side=args.short_side, max_tokens=args.max_tokens,
-                    size=None if args.short_side or args.max_tokens else parse_size(args.size, config.image_size))
+                    size=None if args.short_side or args.max_tokens else parse_size(args.size, config.image_size),
+                    pixels=config.pixels)
     check_out_folder(args.out)
     held = [args.out / name for name in (MANIFEST, SHARDS, PICTURES) if (args.out / name).exists()]
     if held and not (args.resume or args.force):
@@ -87,15 +88,14 @@ def run(args: argparse.Namespace) -> int:
     encoder = build_encoder(args)
     for layer in args.layers:
         encoder.layer_index(layer)  # fail before any work
-    if args.pooled and encoder.attn_pool is None:
+    if args.pooled and getattr(encoder, "attn_pool", None) is None:
         raise UsageError(f"--pooled: {args.model} has no pooling head (only PE-Core models do)")
     if resize.size is not None:
         encoder.token_grid(*resize.size)
     header = {"model": args.model, "weights": weights_name(args),
-              "weights_sha256": _sha256(resolve_weights(args.model, args.weights)) if args.weights else None,
+              "weights_sha256": _sha256(encoder_weights_file(args.model, args.weights)) if args.weights else None,
               "layers": args.layers, "outputs": output_names(args.layers, args.pooled),
-              "preprocessing": {**resize.describe(), "interpolation": "bilinear", "mean": NORMALIZE_MEAN,
-                                "std": NORMALIZE_STD},
+              "preprocessing": resize.describe(),
               "frames": Frames(args.every, args.fps).describe(), "dtype": args.dtype, "precision": args.precision,
               "stride": args.stride or config.patch_size, "shard_size": args.shard_size}
 

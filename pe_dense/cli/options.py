@@ -56,11 +56,11 @@ def add_stride_argument(parser: argparse.ArgumentParser) -> None:
 
 def check_stride(args: argparse.Namespace) -> None:
     """``--stride`` divides the model's patch size; checked before anything is built."""
-    from ..models import get_config
+    from ..models import encoder_config
     from ..models.shift_stitch import stitch_factor
 
     if args.stride is not None:
-        stitch_factor(get_config(args.model).patch_size, args.stride)
+        stitch_factor(encoder_config(args.model).patch_size, args.stride)
 
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:

@@ -14,7 +14,7 @@ from PIL import Image
 
 from ..data.image_sources import IMAGE_SUFFIXES, SAMPLE_PREFIX
 from ..data.samples import SAMPLE_IMAGES, sample_image
-from ..models.preprocess import aspect_size, load_image, preprocess
+from ..models.preprocess import PE_PIXELS, Pixels, aspect_size, load_image, preprocess
 from ..tracking.video import VIDEO_SUFFIXES, VideoFrames
 
 LIST_SUFFIX = ".txt"
@@ -100,12 +100,14 @@ def _expand(specs: Sequence[str], base: Optional[Path] = None) -> list[tuple[str
 @dataclass(frozen=True)
 class Resize:
     """How an image becomes model input: squashed to ``size`` (height, width), or keeping its aspect with the
-    short side at ``short_side`` or at most ``max_tokens`` patches, sides multiples of ``patch``."""
+    short side at ``short_side`` or at most ``max_tokens`` patches, sides multiples of ``patch``; then
+    normalised as the encoder was trained (``pixels``)."""
 
     patch: int
     size: Optional[tuple[int, int]] = None
     short_side: Optional[int] = None
     max_tokens: Optional[int] = None
+    pixels: Pixels = PE_PIXELS
 
     def __call__(self, width: int, height: int) -> tuple[int, int]:
         if self.size is not None:
@@ -113,11 +115,13 @@ class Resize:
         return aspect_size(width, height, self.patch, short_side=self.short_side, max_tokens=self.max_tokens)
 
     def describe(self) -> dict:
+        pixels = {"interpolation": self.pixels.interpolation, "mean": list(self.pixels.mean),
+                  "std": list(self.pixels.std)}
         if self.size is not None:
-            return {"resize": "squash", "size": list(self.size)}
+            return {"resize": "squash", "size": list(self.size), **pixels}
         if self.short_side is not None:
-            return {"resize": "short-side", "short_side": self.short_side, "patch": self.patch}
-        return {"resize": "max-tokens", "max_tokens": self.max_tokens, "patch": self.patch}
+            return {"resize": "short-side", "short_side": self.short_side, "patch": self.patch, **pixels}
+        return {"resize": "max-tokens", "max_tokens": self.max_tokens, "patch": self.patch, **pixels}
 
 
 class _FrameCursor:
@@ -167,4 +171,4 @@ class LoadedItems(torch.utils.data.Dataset):
             image = self.load(self.items[index])
         except (ValueError, OSError) as e:
             return index, None, None, str(e)
-        return index, preprocess(image, self.resize(*image.size)), image.size, None
+        return index, preprocess(image, self.resize(*image.size), self.resize.pixels), image.size, None

@@ -1,7 +1,7 @@
 """The PE vision encoder: configs, the transformer, checkpoint loading and conversion; timm ViTs behind the
 same interface (``timm:NAME``)."""
 
-from .build import RandomWeightsWarning, build_encoder, encoder_config
+from .build import RandomWeightsWarning, build_encoder, encoder_config, encoder_weights_file
 from .checkpoint import CheckpointError, LoadReport, load_weights, read_checkpoint, save_state_dict, to_official
 from .configs import (
     MODEL_CONFIGS,
@@ -21,7 +21,7 @@ from .vision_transformer import PEVisionTransformer
 __all__ = [
     "MODEL_CONFIGS", "RELEASED_G_STAGE_ENDS", "CheckpointError", "LoadReport", "PEVisionConfig", "PEVisionTransformer",
     "Pixels", "RandomWeightsWarning", "TimmConfig", "TimmEncoder", "UnknownModelError", "WeightsNotFoundError",
-    "build_encoder", "encoder_config", "get_config", "is_timm_name", "list_models", "load_image", "load_weights",
-    "official_to_timm", "preprocess", "read_checkpoint", "resize_patch_embed", "resolve_weights", "save_state_dict",
-    "stage_end_blocks", "timm_to_official", "to_official",
+    "build_encoder", "encoder_config", "encoder_weights_file", "get_config", "is_timm_name", "list_models",
+    "load_image", "load_weights", "official_to_timm", "preprocess", "read_checkpoint", "resize_patch_embed",
+    "resolve_weights", "save_state_dict", "stage_end_blocks", "timm_to_official", "to_official",
 ]

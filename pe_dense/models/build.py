@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
+from pathlib import Path
 from typing import Mapping, Optional, Union
 
 import torch
@@ -12,7 +13,7 @@ import torch
 from .checkpoint import load_weights
 from .configs import PEVisionConfig, get_config
 from .hub import resolve_weights
-from .timm_encoder import TimmConfig, TimmEncoder, build_timm_encoder, is_timm_name, timm_config
+from .timm_encoder import TimmConfig, TimmEncoder, build_timm_encoder, is_timm_name, timm_config, weights_file
 from .vision_transformer import PEVisionTransformer
 
 
@@ -23,6 +24,11 @@ class RandomWeightsWarning(UserWarning):
 def encoder_config(model: str) -> Union[PEVisionConfig, TimmConfig]:
     """The config of a PE model by name, or of a timm ViT as ``timm:NAME``."""
     return timm_config(model) if is_timm_name(model) else get_config(model)
+
+
+def encoder_weights_file(model: str, weights: Union[str, os.PathLike]) -> Path:
+    """The local checkpoint file that ``weights`` (a path, "hub" or hf://repo:file) means for ``model``."""
+    return weights_file(model, str(weights)) if is_timm_name(model) else resolve_weights(model, weights)
 
 
 def build_encoder(
