@@ -1,6 +1,6 @@
 """``pe-dense export``: the encoder, or a whole trained segmenter or depth estimator (an mmseg config and its
-weights), as ONNX or a torch.export ExportedProgram in fp32, fp16 or bf16, checked against PyTorch before it is
-written."""
+weights), as ONNX or a torch.export ExportedProgram in fp32, fp16 or bf16, or a whole detectron2 detector as
+TorchScript; checked against PyTorch before it is written."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from ..arguments import CommaList
 from ..atomic_files import write_json
 from .common import UsageError, build_encoder, check_out_file, config_overrides, weights_name
 
-HELP = "the encoder or a whole segmenter / depth estimator as ONNX or an ExportedProgram, checked against PyTorch"
+HELP = "the encoder, or a whole segmenter, depth estimator or detector, as a deployable file checked against PyTorch"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
