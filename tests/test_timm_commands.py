@@ -77,3 +77,16 @@ def test_a_bad_encoder_or_size_exits_2_with_nothing_written(encoder, size, messa
     except SystemExit as e:  # argparse's own exit, for a malformed option
         status = e.code
     assert status == 2 and message in capsys.readouterr().err and not out.exists()
+
+
+def test_attention_maps_of_a_timm_model_are_refused_before_any_work(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["viz", "sample:astronaut", "--encoder", DINOV2, "--size", "56", "--mode", "attention",
+                 "--out", str(out)]) == 2
+    assert "--mode attention reads PE's own blocks" in capsys.readouterr().err and not out.exists()
+    with pytest.raises(ValueError, match="attention maps are read from PE's own blocks"):
+        from pe_dense.models.attention_maps import attention_weights
+
+        with pytest.warns(UserWarning, match="RANDOM weights"):
+            encoder = build_encoder(DINOV2)
+        attention_weights(encoder, torch.zeros(1, 3, 28, 28), -1)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..arguments import CommaList, positive_int
 from ..atomic_files import write_json
-from .common import encoder_on_images, weights_name
+from .common import UsageError, encoder_on_images, weights_name
 from .options import (
     add_image_arguments,
     add_model_arguments,
@@ -51,11 +51,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from ..models import is_timm_name
     from ..models.preprocess import load_image
     from ..viz.pictures import check_options, write_pictures
 
     check_options(args.mode, args.fit, args.upsample, args.stride, args.mask, args.point)
     check_stride(args)
+    if args.mode == "attention" and is_timm_name(args.model):
+        raise UsageError(f"--mode attention reads PE's own blocks; {args.model} is a timm model")
     mask = None if args.mask is None else np.asarray(load_image(args.mask).convert("L")) > 0
     encoder, sources, size = encoder_on_images(args, "viz.json")
     written = write_pictures(encoder, sources, args.out, size=size, layers=args.layers, mode=args.mode, fit=args.fit,

@@ -53,6 +53,8 @@ def _windows_to_grid(probs: torch.Tensor, batch: int, grid_h: int, grid_w: int, 
 def attention_weights(encoder: PEVisionTransformer, images: torch.Tensor, block: int) -> torch.Tensor:
     """Attention weights (B, heads, N, N) of ``block`` (negative counts from the end) on preprocessed
     images, N = class token + h * w in the encoder's token order; row i is what token i attends to."""
+    if not isinstance(encoder, PEVisionTransformer):
+        raise ValueError(f"attention maps are read from PE's own blocks, not from {encoder.config.name}")
     index = encoder.layer_index(block)
     x, pos = encoder.embed(images)
     x = encoder.transformer(x, pos, index - 1)  # the blocks before it; none for block 0
