@@ -80,7 +80,7 @@ def test_fp16_and_bf16_storage_are_fp32_rounded(tmp_path, t16_weights):
     photos(tmp_path / "images", 3)
     stores = {}
     for dtype in ("fp32", "fp16", "bf16"):
-        assert features(tmp_path / "images", "--size", "64", "--dtype", dtype, out=tmp_path / dtype,
+        assert features(tmp_path / "images", "--size", "32", "--dtype", dtype, out=tmp_path / dtype,
                         weights=t16_weights) == 0
         stores[dtype] = FeatureStore(tmp_path / dtype)
     for name in stores["fp32"]:
@@ -244,8 +244,9 @@ def test_two_processes_under_torchrun_give_the_store_of_one(tmp_path, t16_weight
     assert len(FeatureStore(tmp_path / "two")) == 10
 
 
-def test_pooled_embedding_of_a_core_model_is_the_clip_embedding(tmp_path, capsys):
+def test_pooled_embedding_of_a_core_model_is_the_clip_embedding_and_videos_get_its_mean(tmp_path, capsys):
     photos(tmp_path / "images", 2)
+    write_video(tmp_path / "images" / "clip.mp4", 3)
     out = tmp_path / "store"
     argv = ["features", str(tmp_path / "images"), "--model", "PE-Core-T16-384", "--size", "64", "--layers", "3",
             "--pooled", "--workers", "0", "--out", str(out)]
@@ -254,7 +255,12 @@ def test_pooled_embedding_of_a_core_model_is_the_clip_embedding(tmp_path, capsys
     assert store.manifest["outputs"] == ["layer_3", "pooled"]
     torch.manual_seed(0)
     model = build_encoder("PE-Core-T16-384")
-    for name in store:
+    frames = [name for name in store if "clip.mp4/" in name]
+    video = (tmp_path / "images" / "clip.mp4").as_posix()
+    assert list(store.videos) == [video] and store.videos[video].record["frames"] == 3
+    torch.testing.assert_close(store.videos[video]["mean_pooled"],
+                               torch.stack([store[f]["pooled"] for f in frames]).mean(0))
+    for name in set(store) - set(frames):
         x = preprocess(name, (64, 64))[None]
         with torch.no_grad():
             torch.testing.assert_close(store[name]["pooled"], model(x)[0], atol=1e-5, rtol=0)
