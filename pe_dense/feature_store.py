@@ -3,7 +3,8 @@
 Layout of a store folder (docs/features.md#the-feature-store)::
 
     features.json              the manifest: model, weights, preprocessing, dtype, items, failures
-    shards/00000.safetensors   tensors "<item>::<output>" (output: layer_-1, layer_4, ...)
+    shards/00000.safetensors   tensors "<item>::<output>" (output: layer_-1, layer_4, ..., pooled)
+    videos.safetensors         "<video>::mean_pooled", the mean of its frames' pooled embeddings
 
 safetensors because every framework reads it, a reader maps the file and reads one tensor's bytes only,
 and a shard written to a temporary name then renamed is complete or absent. Each shard carries its own
@@ -27,6 +28,9 @@ from .atomic_files import atomic_output, write_json
 
 MANIFEST = "features.json"
 SHARDS = "shards"
+VIDEOS = "videos.safetensors"
+POOLED = "pooled"
+VIDEO_MEAN = "mean_pooled"
 FORMAT = "pe_dense.features/1"
 KEY_SEPARATOR = "::"
 _METADATA_KEY = "pe_dense"
@@ -64,9 +68,11 @@ def read_shard(path: Path) -> dict:
     return record
 
 
-def write_manifest(folder: Path, header: dict, shards: list[Path], failures: list[dict]) -> dict:
+def write_manifest(folder: Path, header: dict, shards: list[Path], failures: list[dict],
+                   videos: dict[str, list[str]]) -> dict:
     """``features.json`` from the shards' own records (in shard order) and ``failures`` found before any
-    shard (inputs that could not be listed)."""
+    shard (inputs that could not be listed); with pooled embeddings, also the mean of each video's frames
+    (``videos``: video -> its frames' item names)."""
     items, failed = {}, list(failures)
     for path in shards:
         record = read_shard(path)
@@ -77,8 +83,24 @@ def write_manifest(folder: Path, header: dict, shards: list[Path], failures: lis
         failed += record["failures"]
     manifest = {"format": FORMAT, **header, "shards": [p.relative_to(folder).as_posix() for p in shards],
                 "items": items, "failures": failed}
+    if POOLED in header["outputs"] and videos:
+        manifest["videos"] = _write_video_means(folder, items, videos, STORAGE_DTYPES[header["dtype"]])
     write_json(folder / MANIFEST, manifest)
     return manifest
+
+
+def _write_video_means(folder: Path, items: dict, videos: dict[str, list[str]], dtype: torch.dtype) -> dict:
+    """videos.safetensors: per video, the float32 mean of its stored frames' pooled embeddings."""
+    means, records = {}, {}
+    for video, frames in videos.items():
+        stored = [name for name in frames if name in items]
+        if stored:
+            mean = torch.stack([StoredItem(folder, name, items[name])[POOLED].float() for name in stored]).mean(0)
+            means[tensor_key(video, VIDEO_MEAN)] = mean.to(dtype)
+            records[video] = {"shard": VIDEOS, "frames": len(stored), "shapes": {VIDEO_MEAN: list(mean.shape)}}
+    with atomic_output(folder / VIDEOS) as tmp:
+        save_file(means, str(tmp))
+    return records
 
 
 class StoredItem(Mapping):
@@ -122,6 +144,11 @@ class FeatureStore(Mapping):
     @property
     def failures(self) -> list[dict]:
         return self.manifest["failures"]
+
+    @property
+    def videos(self) -> dict[str, StoredItem]:
+        """Per video file (stores with pooled embeddings): ``store.videos["clip.mp4"]["mean_pooled"]``."""
+        return {name: StoredItem(self.folder, name, record) for name, record in self.manifest.get("videos", {}).items()}
 
     def __getitem__(self, name: str) -> StoredItem:
         if name not in self._items:

@@ -1,7 +1,6 @@
 """``pe-dense features`` into a feature store: inputs (folders, lists, videos), sizes, storage dtypes, the lazy
 reader, failures, resume after SIGKILL, and two processes under torchrun."""
 
-import json
 import os
 import shutil
 import signal
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
 
 from pe_dense import FeatureStore
 from pe_dense.cli import main
@@ -148,7 +148,7 @@ def test_a_video_and_its_frames_as_images_give_the_same_features(tmp_path, t16_w
 
 def test_unreadable_inputs_are_recorded_and_the_run_goes_on_unless_strict(tmp_path, t16_weights, capsys):
     folder = tmp_path / "mixed"
-    photos(folder, 46)
+    photos(folder, 48)  # and two more: 50 inputs
     (folder / "010.jpg").write_bytes((folder / "010.jpg").read_bytes()[:200])  # a JPEG cut short
     (folder / "021.png").write_bytes(b"")  # zero bytes
     (folder / "030.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4)  # a corrupt JPEG header
@@ -167,7 +167,7 @@ def test_unreadable_inputs_are_recorded_and_the_run_goes_on_unless_strict(tmp_pa
     assert "clip.mp4" in reasons["clip.mp4"]
     if not readable:
         assert "Permission denied" in reasons["locked.png"]
-    assert len(store) == 46 - 3 + int(readable)
+    assert len(store) == 48 - 3 + int(readable)
 
     strict = tmp_path / "strict"
     assert features(folder, "--size", "32", "--strict", out=strict, weights=t16_weights) == 2
@@ -224,8 +224,8 @@ def test_a_run_killed_mid_shard_resumes_to_the_same_store(tmp_path, t16_weights)
     assert features(*argv[:1], *argv[3:], "--resume", out=killed, weights=t16_weights) == 0
     assert not list(shards.glob(".*partial*"))
     assert_same_store(tmp_path / "whole", killed)
-    assert json.loads((killed / "features.json").read_text())["items"].keys() == FeatureStore(killed).manifest[
-        "items"].keys()
+    keys = [key for shard in shards.glob("*.safetensors") for key in safe_open(str(shard), "pt").keys()]
+    assert len(keys) == len(set(keys)) == 12  # no item twice
 
 
 @pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
@@ -244,8 +244,9 @@ def test_two_processes_under_torchrun_give_the_store_of_one(tmp_path, t16_weight
     assert len(FeatureStore(tmp_path / "two")) == 10
 
 
-def test_pooled_embedding_of_a_core_model_is_the_clip_embedding(tmp_path, capsys):
+def test_pooled_embedding_of_a_core_model_is_the_clip_embedding_and_videos_get_its_mean(tmp_path, capsys):
     photos(tmp_path / "images", 2)
+    write_video(tmp_path / "images" / "clip.mp4", 3)
     out = tmp_path / "store"
     argv = ["features", str(tmp_path / "images"), "--model", "PE-Core-T16-384", "--size", "64", "--layers", "3",
             "--pooled", "--workers", "0", "--out", str(out)]
@@ -254,7 +255,12 @@ def test_pooled_embedding_of_a_core_model_is_the_clip_embedding(tmp_path, capsys
     assert store.manifest["outputs"] == ["layer_3", "pooled"]
     torch.manual_seed(0)
     model = build_encoder("PE-Core-T16-384")
-    for name in store:
+    frames = [name for name in store if "clip.mp4/" in name]
+    video = (tmp_path / "images" / "clip.mp4").as_posix()
+    assert list(store.videos) == [video] and store.videos[video].record["frames"] == 3
+    torch.testing.assert_close(store.videos[video]["mean_pooled"],
+                               torch.stack([store[f]["pooled"] for f in frames]).mean(0))
+    for name in set(store) - set(frames):
         x = preprocess(name, (64, 64))[None]
         with torch.no_grad():
             torch.testing.assert_close(store[name]["pooled"], model(x)[0], atol=1e-5, rtol=0)

@@ -48,7 +48,7 @@ def build_encoder(args: argparse.Namespace):
 
 
 def encoder_on_images(args: argparse.Namespace, manifest_name: str):
-    """What a command that runs the encoder on images (features, viz) needs: (encoder, images, input size),
+    """What a command that runs the encoder on images (viz) needs: (encoder, images, input size),
     once the images, the size and ``--out`` are checked and the model is built."""
     from ..data.image_sources import find_images
     from ..models import encoder_config

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import distributed
     from ..feature_extraction import Frames, Resize, finish, list_items, run_shards
     from ..feature_extraction.job import PICTURES, output_names
-    from ..feature_store import MANIFEST, SHARDS
+    from ..feature_store import MANIFEST, SHARDS, VIDEOS
     from ..models import encoder_config, encoder_weights_file
     from ..models.preprocess import parse_size
 
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
                     size=None if args.short_side or args.max_tokens else parse_size(args.size, config.image_size),
                     pixels=config.pixels)
     check_out_folder(args.out)
-    held = [args.out / name for name in (MANIFEST, SHARDS, PICTURES) if (args.out / name).exists()]
+    held = [args.out / name for name in (MANIFEST, SHARDS, PICTURES, VIDEOS) if (args.out / name).exists()]
     if held and not (args.resume or args.force):
         raise UsageError(f"{args.out} already holds a feature store; pass --resume to continue it or --force to "
                          "replace it")

@@ -85,7 +85,7 @@ def _expand(specs: Sequence[str], base: Optional[Path] = None) -> list[tuple[str
             files = sorted(p for p in path.rglob("*") if p.suffix.lower() in INPUT_SUFFIXES and p.is_file())
             if not files:
                 raise ValueError(f"folder '{spec}' has no images or videos ({', '.join(INPUT_SUFFIXES)})")
-            found += [(f"{name}/{p.relative_to(path).as_posix()}", p) for p in files]
+            found += [(Path(name, p.relative_to(path)).as_posix(), p) for p in files]  # "." adds nothing
         elif path.is_file() and path.suffix.lower() == LIST_SUFFIX:
             lines = [line.strip() for line in path.read_text().splitlines()]
             found += _expand([line for line in lines if line and not line.startswith("#")], path.parent)

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..atomic_files import atomic_output
-from ..feature_store import STORAGE_DTYPES, read_shard, shard_path, write_manifest, write_shard
+from ..feature_store import POOLED, STORAGE_DTYPES, read_shard, shard_path, write_manifest, write_shard
 from ..models.inference import autocast
 from ..models.shift_stitch import shift_and_stitch
 from ..models.vision_transformer import PEVisionTransformer
@@ -23,7 +23,6 @@ from ..viz.pca import pca_rgb
 from .inputs import Item, LoadedItems, Resize
 
 PICTURES = "pictures"
-POOLED = "pooled"
 
 
 def output_names(layers: Sequence[int], pooled: bool = False) -> list[str]:
@@ -143,4 +142,8 @@ def _write_pictures(out: Path, features: dict, sizes: dict, output: str) -> None
 def finish(out: Path, header: dict, items: Sequence[Item], shard_size: int, listing_failures: list[dict]) -> dict:
     """The manifest, from every shard (rank 0, once all ranks are done)."""
     shards = [shard_path(out, index) for index in range(len(shards_of(items, shard_size)))]
-    return write_manifest(out, header, shards, listing_failures)
+    videos: dict[str, list[str]] = {}
+    for item in items:
+        if item.frame is not None:
+            videos.setdefault(item.name.rsplit("/", 1)[0], []).append(item.name)
+    return write_manifest(out, header, shards, listing_failures, videos)
