@@ -11,6 +11,6 @@ from .models import (
     preprocess,
 )
 
-__version__ = "0.2.0"  # the one place the version is written: setup.py reads it here
+__version__ = "0.3.0"  # the one place the version is written: setup.py reads it here
 __all__ = ["FeatureStore", "PEVisionConfig", "PEVisionTransformer", "build_encoder", "get_config", "list_models",
            "load_image", "preprocess"]

@@ -241,12 +241,12 @@ def test_an_image_over_the_pixel_limit_says_how_to_allow_it(monkeypatch, tmp_pat
 
 
 def test_a_huge_input_size_is_announced_before_the_work(monkeypatch, tmp_path, capsys):
-    from pe_dense.cli import common
+    from pe_dense.cli import common, features
 
     def stop(args):  # the warning comes before the model is built
         raise common.UsageError("stopped")
 
-    monkeypatch.setattr(common, "build_encoder", stop)
+    monkeypatch.setattr(features, "build_encoder", stop)
     assert main(["features", "sample:coffee", "--model", MODEL, "--size", "8192", "--batch-size", "1",
                  "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err

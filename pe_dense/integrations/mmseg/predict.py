@@ -23,9 +23,11 @@ from .checkpoint import load_from_local_safely
 from .depth_heads import DepthHead
 
 
-def load_trained(config_file: str, weights: str, overrides: Optional[dict] = None):
+def load_trained(config_file: str, weights: str, overrides: Optional[dict] = None, task: Optional[str] = None):
     """(the config, its model with the checkpoint's weights, the checkpoint's meta) for an mmseg config and
-    a checkpoint trained from it; a CheckpointError where the weights do not fit the model."""
+    a checkpoint trained from it; a CheckpointError where the weights do not fit the model. ``task``
+    ("segmentation" or "depth"), when given, is checked first: a config of the other kind is named as such,
+    not as weights that do not fit."""
     cfg = Config.fromfile(str(configs.resolve(config_file)))
     cfg.merge_from_dict({"model.backbone.weights": None, **(overrides or {})})  # the checkpoint has them
     init_default_scope(cfg.get("default_scope", "mmseg"))
@@ -36,6 +38,10 @@ def load_trained(config_file: str, weights: str, overrides: Optional[dict] = Non
     with warnings.catch_warnings():  # random weights (the checkpoint replaces them), mmseg's deprecation notes
         warnings.simplefilter("ignore")
         model = MODELS.build(cfg.model)
+    is_depth = isinstance(model.decode_head, DepthHead)
+    if task is not None and is_depth != (task == "depth"):
+        raise ValueError(f"{config_file} is {'a' if is_depth else 'not a'} depth estimator: use "
+                         f"`pe-dense {'depth' if is_depth else 'segment'}`")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(
@@ -55,11 +61,7 @@ class Predictor:
     task = ""
 
     def __init__(self, config_file: str, weights: str, overrides: Optional[dict] = None, device: str = "cpu"):
-        self.cfg, self.model, self.checkpoint_meta = load_trained(config_file, weights, overrides)
-        is_depth = isinstance(self.model.decode_head, DepthHead)
-        if is_depth != (self.task == "depth"):
-            raise ValueError(f"{config_file} is {'a' if is_depth else 'not a'} depth estimator: use "
-                             f"`pe-dense {'depth' if is_depth else 'segment'}`")
+        self.cfg, self.model, self.checkpoint_meta = load_trained(config_file, weights, overrides, self.task)
         self.model.to(device).eval()
         steps = [step for step in self.cfg.test_dataloader.dataset.pipeline if not step["type"].startswith("Load")]
         self.pipeline = Compose([dict(type="LoadImageFromNDArray"), *steps])
