@@ -90,7 +90,8 @@ def write_manifest(folder: Path, header: dict, shards: list[Path], failures: lis
 
 
 def _write_video_means(folder: Path, items: dict, videos: dict[str, list[str]], dtype: torch.dtype) -> dict:
-    """videos.safetensors: per video, the float32 mean of its stored frames' pooled embeddings."""
+    """videos.safetensors: per video, the mean of its stored frames' pooled embeddings (computed in float32,
+    stored in the store's dtype)."""
     means, records = {}, {}
     for video, frames in videos.items():
         stored = [name for name in frames if name in items]

@@ -267,3 +267,24 @@ def test_pooled_embedding_of_a_core_model_is_the_clip_embedding_and_videos_get_i
             torch.testing.assert_close(store[name]["layer_3"], model.dense_features(x, layer=3)[0], atol=1e-5, rtol=0)
     assert main([*argv[:3], "PE-Spatial-T16-512", *argv[4:-1], str(tmp_path / "spatial")]) == 2
     assert "PE-Spatial-T16-512 has no pooling head" in capsys.readouterr().err
+
+
+def test_pictures_stay_inside_the_store_whatever_the_item_names():
+    from pe_dense.feature_extraction.job import picture_path
+
+    out = Path("/store")
+    assert picture_path(out, "photos/cat.jpg") == out / "pictures" / "photos" / "cat.jpg.png"
+    assert picture_path(out, "/data/x.jpg") == out / "pictures" / "data" / "x.jpg.png"
+    assert picture_path(out, "../../x.jpg") == out / "pictures" / "__" / "__" / "x.jpg.png"
+
+
+def test_a_video_that_cannot_be_opened_fails_as_itself_never_with_the_previous_videos_frames(tmp_path):
+    from pe_dense.feature_extraction.inputs import _FrameCursor
+
+    write_video(tmp_path / "a.mp4", 3)
+    cursor = _FrameCursor()
+    first = cursor.frame(str(tmp_path / "a.mp4"), 0)
+    for index in (0, 1):  # asked again, the missing file still fails, never with a.mp4's next frames
+        with pytest.raises(ValueError, match="b.mp4' does not exist"):
+            cursor.frame(str(tmp_path / "b.mp4"), index)
+    assert np.array_equal(np.asarray(cursor.frame(str(tmp_path / "a.mp4"), 0)), np.asarray(first))

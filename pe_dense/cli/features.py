@@ -53,6 +53,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import distributed
+
+    rank, world = distributed.start()
+    try:  # a rank that stops on an error leaves the group, so the others are not left waiting at a barrier
+        return _extract(args, rank, world)
+    finally:
+        distributed.stop(world)
+
+
+def _extract(args: argparse.Namespace, rank: int, world: int) -> int:
     import torch
 
     from .. import distributed
@@ -62,7 +72,6 @@ def run(args: argparse.Namespace) -> int:
     from ..models import encoder_config, encoder_weights_file
     from ..models.preprocess import parse_size
 
-    rank, world = distributed.start()
     config = encoder_config(args.model)
     check_stride(args)
     if args.pooled and args.stride:
@@ -92,8 +101,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--pooled: {args.model} has no pooling head (only PE-Core models do)")
     if resize.size is not None:
         encoder.token_grid(*resize.size)
+    digest = _sha256(encoder_weights_file(args.model, args.weights)) if args.weights and rank == 0 else None
     header = {"model": args.model, "weights": weights_name(args),
-              "weights_sha256": _sha256(encoder_weights_file(args.model, args.weights)) if args.weights else None,
+              "weights_sha256": distributed.from_rank_0(digest, world),  # the file is read once, not per rank
               "layers": args.layers, "outputs": output_names(args.layers, args.pooled),
               "preprocessing": resize.describe(),
               "frames": Frames(args.every, args.fps).describe(), "dtype": args.dtype, "precision": args.precision,
@@ -101,14 +111,14 @@ def run(args: argparse.Namespace) -> int:
 
     if rank == 0:
         args.out.mkdir(parents=True, exist_ok=True)
-        for path in held:
-            if args.force and path.is_dir():
+        for path in held if args.force else ():
+            if path.is_dir():
                 shutil.rmtree(path)
-            elif args.force:
+            else:
                 path.unlink()
-            elif path.name == SHARDS:  # --resume: what a killed run was writing is discarded
-                for partial in path.glob(".*.partial*"):
-                    partial.unlink()
+        if args.resume:  # what a killed run was writing (shards, pictures, the manifest) is discarded
+            for partial in args.out.rglob(".*.partial*"):
+                partial.unlink()
     distributed.barrier(world)
     run_shards(encoder, items, args.out, header, resize=resize, layers=args.layers, batch_size=args.batch_size,
                shard_size=args.shard_size, workers=args.workers, pooled=args.pooled, stride=args.stride,
@@ -122,7 +132,6 @@ def run(args: argparse.Namespace) -> int:
               f"{args.out}" + (f"; {len(failures)} input(s) could not be read (failures in {MANIFEST})"
                                if failures else ""))
     failures = distributed.from_rank_0(failures, world)
-    distributed.stop(world)
     return 1 if failures else 0
 
 

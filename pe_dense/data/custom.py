@@ -239,6 +239,8 @@ def read_declaration(path: PathLike) -> FolderData:
     its files are checked by :func:`check_folders`."""
     path = Path(path)
     file = path / DECLARATION if path.is_dir() else path
+    if file.name != DECLARATION:  # the training datasets read the declaration by its folder
+        raise DatasetError(f"{file}: a dataset is declared by a file named {DECLARATION}; give its folder")
     declaration = _read_json(file, "dataset declaration")
     task = declaration.get("task")
     if task not in LABEL_FOLDERS:
@@ -372,7 +374,7 @@ def check_folders(data: FolderData, splits: Optional[list[str]] = None) -> Summa
         pairs = data.pairs(split)
         summary.splits[split] = len(pairs)
         for image, label in pairs:
-            size = _image_size(image)
+            size = _image_size(image, upright=True)  # as mmcv decodes it
             summary.sizes[size] += 1
             if data.task == "segmentation":
                 pixels += _check_mask(data, label, image, size)

@@ -133,8 +133,11 @@ class _FrameCursor:
 
     def frame(self, path: str, index: int) -> Image.Image:
         if path != self.path or index < self.next:
-            self.path, self.next, self.error = path, 0, None
-            self.frames = iter(VideoFrames(path))
+            self.path, self.next, self.error, self.frames = path, 0, None, iter(())
+            try:  # a file that cannot be opened now fails as itself, never with another file's frames
+                self.frames = iter(VideoFrames(path))
+            except (ValueError, OSError) as e:
+                self.error = str(e)
         if self.error is not None:
             raise ValueError(self.error)
         try:

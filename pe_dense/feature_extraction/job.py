@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Optional, Sequence
 
 import torch
@@ -61,6 +61,8 @@ def run_shards(encoder: PEVisionTransformer, items: Sequence[Item], out: Path, h
     the CLIP embedding of Core models; ``stride``, a denser grid by shift-and-stitch (None: one token a patch).
     With ``strict`` the first item that cannot be read raises ValueError, and the shard it was in is not
     written."""
+    if pooled and stride not in (None, encoder.patch_size):
+        raise ValueError("the pooled embedding is of the plain pass: no stride with pooled")
     shards = shards_of(items, shard_size)
     todo = shards_to_run(out, shards, header, rank, world)
     pending = [item for index in todo for item in shards[index]]
@@ -130,10 +132,17 @@ class Batcher:
                                for output, m in zip(output_names(self.layers, self.pooled), maps)}
 
 
+def picture_path(out: Path, name: str) -> Path:
+    """pictures/<item>.png inside the store whatever the item's name: an absolute path's root is dropped and
+    a '..' becomes '__'."""
+    parts = ["__" if part == ".." else part for part in PurePosixPath(name).parts if part != "/"]
+    return out / PICTURES / f"{PurePosixPath(*parts)}.png"
+
+
 def _write_pictures(out: Path, features: dict, sizes: dict, output: str) -> None:
     """The first three principal components of ``output`` as RGB, at the image's size: pictures/<item>.png."""
     for name, outputs in features.items():
-        path = out / PICTURES / f"{name}.png"
+        path = picture_path(out, name)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_output(path) as tmp:
             colors_to_image(pca_rgb(outputs[output].float()), tuple(sizes[name]["image_size"])).save(tmp)

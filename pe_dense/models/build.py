@@ -55,6 +55,8 @@ def build_encoder(
         **options: build options of :class:`PEVisionTransformer` (keep_blocks, window_size, ...).
     """
     if is_timm_name(model):
+        if isinstance(weights, Mapping) or prefix is not None:
+            raise ValueError(f"{model}: weights are a file, 'hub' or hf://repo:file (no state dict or prefix)")
         encoder = build_timm_encoder(model, weights, **options)
     else:
         encoder = _build_pe(get_config(model) if isinstance(model, str) else model, weights, strict, prefix, options)

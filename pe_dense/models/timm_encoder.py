@@ -20,7 +20,7 @@ from typing import Sequence, Union
 import torch
 import torch.nn as nn
 
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, read_checkpoint
 from .configs import UnknownModelError
 from .hub import HUB_ALIASES, WeightsNotFoundError, resolve_weights
 from .preprocess import Pixels
@@ -97,7 +97,8 @@ def _config(name: str, model: nn.Module) -> TimmConfig:
     if patch[0] != patch[1] or data["input_size"][1] != data["input_size"][2]:
         raise ValueError(f"{name} has a non-square patch or input ({patch}, {data['input_size']}), which pe_dense "
                          f"does not read")
-    mlp_width = max(m.out_features for m in model.blocks[0].modules() if isinstance(m, nn.Linear))
+    mlp = getattr(model.blocks[0], "mlp", model.blocks[0])  # not attention's qkv, which is 3x the width
+    mlp_width = max(m.out_features for m in mlp.modules() if isinstance(m, nn.Linear))
     return TimmConfig(name=name, width=model.embed_dim, depth=len(model.blocks), mlp_width=mlp_width,
                       patch_size=patch[0],
                       image_size=data["input_size"][1], use_cls_token=getattr(model, "cls_token", None) is not None,
@@ -185,7 +186,7 @@ class TimmEncoder(nn.Module):
 
 def build_timm_encoder(name: str, weights: Union[None, str, os.PathLike] = None, **options) -> TimmEncoder:
     """``timm:NAME`` as an encoder, in eval mode. ``weights``: None for random weights, a checkpoint file
-    (loaded by timm, which converts the original releases' layouts and never unpickles code), ``"hub"`` for
+    (read without unpickling code; timm converts the original releases' layouts), ``"hub"`` for
     timm's released weights (the hub cache first, as for PE), or ``hf://repo:file``. ``options`` go to
     ``timm.create_model`` (e.g. ``drop_path_rate``)."""
     if weights is None:
@@ -193,8 +194,11 @@ def build_timm_encoder(name: str, weights: Union[None, str, os.PathLike] = None,
     else:
         timm_config(name)  # the name and the layout, checked before any file is looked for
         path = weights_file(name, str(weights))
+        # pe_dense reads the tensors (safetensors, or torch.load with weights_only), so nothing is unpickled
+        # whatever timm's own loader does; timm then converts the layout. JAX .npz releases are numpy arrays.
+        source = {"file": str(path)} if path.suffix == ".npz" else {"state_dict": read_checkpoint(path)}
         try:
-            model = _create(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **options)
+            model = _create(name, pretrained=True, pretrained_cfg_overlay=source, **options)
         except (RuntimeError, KeyError) as e:  # what torch's and timm's loaders raise on a mismatch
             raise CheckpointError(f"{path} does not load into {name}: {str(e).splitlines()[0]}") from None
     return TimmEncoder(name, model).eval()

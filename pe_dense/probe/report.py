@@ -52,6 +52,10 @@ def read_run(folder: Path) -> dict:
     summary = json.loads(path.read_text())
     if "model" not in summary:
         raise ValueError(f"{path} is not one run's summary (a comparison's?): pass the runs' own folders")
+    missing = [key for key in ("protocol", "parameters", "throughput") if key not in summary]
+    if missing:
+        raise ValueError(f"{path} was written by an earlier pe_dense without the {', '.join(missing)} a comparison "
+                         "needs: run the same probe command again (its finished jobs are kept)")
     return summary
 
 

@@ -65,6 +65,7 @@ def evaluate_davis(layout: DavisLayout, sequences: Sequence[str], results: PathL
     rank, world = distributed.start()
     results = Path(results)
     started = [s for s in sequences if (results / s / SUMMARY).exists() or (results / s / STATE_DIR).exists()]
+    distributed.barrier(world)  # every rank has looked before any starts tracking
     mine = list(sequences)[rank::world]
     if tracker is not None:
         for sequence in mine:

@@ -145,6 +145,9 @@ def test_a_declaration_takes_the_default_folders_and_settings(tmp_path):
     assert data.splits == {"train": {"images": "images/train", "labels": "depth/train"},
                            "val": {"images": "images/val", "labels": "depth/val"}}
     assert (data.depth_scale, data.min_depth, data.max_depth, data.focal_length) == (1e-3, 1e-3, 80, None)
+    (tmp_path / "roads.json").write_text(json.dumps({"task": "depth", "max_depth": 80}))
+    with pytest.raises(DatasetError, match="roads.json: a dataset is declared by a file named dataset.json"):
+        read_declaration(tmp_path / "roads.json")  # training reads the declaration by its folder
 
 
 def test_image_sizes_are_read_as_the_exif_orientation_turns_them(tmp_path):

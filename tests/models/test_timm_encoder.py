@@ -105,6 +105,33 @@ def test_weights_load_from_a_file_and_a_file_of_another_model_is_refused(tmp_pat
         build_encoder("timm:vit_small_patch14_dinov2", path, depth=DEPTH)
 
 
+class _Payload:
+    """Unpickling this would create a file: proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_a_torch_file_of_weights_loads_and_one_carrying_code_never_runs(tmp_path):
+    name = "timm:vit_small_patch14_dinov2"
+    with pytest.warns(UserWarning, match="RANDOM weights"):
+        drawn = randomize_(build_encoder(name, depth=DEPTH))
+    path = tmp_path / "weights.pth"
+    torch.save({"model": drawn.model.state_dict()}, path)
+    images = torch.randn(1, 3, 28, 42)
+    with torch.no_grad():
+        assert torch.equal(build_encoder(name, path, depth=DEPTH).dense_features(images), drawn.dense_features(images))
+    marker = tmp_path / "pwned"
+    torch.save({"model": drawn.model.state_dict(), "extra": _Payload(str(marker))}, path)
+    with pytest.raises(CheckpointError, match="refusing to load .*could run code"):
+        build_encoder(name, path, depth=DEPTH)
+    assert not marker.exists()
+
+
 def test_hub_weights_are_timms_release_through_pe_dense_hub_rules(tmp_path, monkeypatch):
     from pe_dense.models import WeightsNotFoundError, hub
     from pe_dense.models.timm_encoder import weights_file

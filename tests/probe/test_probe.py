@@ -134,8 +134,11 @@ def test_compare_refuses_unfinished_runs_and_other_protocols(tmp_path, capsys):
         (tmp_path / name).mkdir()
         (tmp_path / name / "probe.json").write_text(json.dumps({**run, **changes}))
     (tmp_path / "unfinished").mkdir()
+    (tmp_path / "earlier").mkdir()
+    (tmp_path / "earlier" / "probe.json").write_text(json.dumps({k: v for k, v in run.items() if k != "protocol"}))
     out = tmp_path / "out"
     for runs, message in ((["a", "unfinished"], "holds no finished probe run"),
+                          (["a", "earlier"], "written by an earlier pe_dense without the protocol"),
                           (["a", "b"], f"{TIMM} and {MODEL} ran davis under different protocols (resolution"),
                           (["a", "c"], "the runs mix --smoke and real runs")):
         assert main(["probe", "--compare", *(str(tmp_path / r) for r in runs), "--out", str(out)]) == 2

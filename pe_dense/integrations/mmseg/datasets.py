@@ -134,8 +134,9 @@ class LoadCheckedDepth(LoadDepthAnnotation):
 
     def transform(self, results: dict) -> dict:
         path = results["depth_map_path"]
-        scale = 1.0 if path.endswith(".npy") else self.depth_rescale_factor  # .npy: already metres
-        if path.endswith(".npy"):  # as declared datasets may store depth
+        is_npy = path.lower().endswith(".npy")  # as declared datasets may store depth: already metres
+        scale = 1.0 if is_npy else self.depth_rescale_factor
+        if is_npy:
             try:
                 depth = read_depth(Path(path), scale)
             except DatasetError as e:
