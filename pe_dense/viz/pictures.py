@@ -89,8 +89,9 @@ def write_pictures(
     if mode == "corr":
         pictures = _correspondence_pictures(images, maps, point, upsampling)
     elif mode == "attention":
-        pictures = [[_attention_picture(image, m, _query_pixel(point, images[0], image, m), upsampling) for m in row]
-                    for image, row in zip(images, maps)]
+        ringed = encoder.use_cls_token and point is None  # the class token has no place to ring
+        pictures = [[_attention_picture(image, m, None if ringed else _query_pixel(point, images[0], image, m),
+                                        upsampling) for m in row] for image, row in zip(images, maps)]
     elif mode == "norms":
         pictures = [[_norm_picture(image, m, upsampling) for m in row] for image, row in zip(images, maps)]
     else:
@@ -206,12 +207,16 @@ def _correspondence_pictures(images, maps, point: Optional[tuple[float, float]],
     return pictures
 
 
+def _query_token(point, first: Image.Image, grid: tuple[int, int]) -> tuple[int, int]:
+    """The token under ``point`` of the first image; without a point, the centre token (models without a
+    class token)."""
+    return (grid[0] // 2, grid[1] // 2) if point is None else token_at(point, first.size, grid)
+
+
 def _query_pixel(point, first: Image.Image, image: Image.Image, heads: torch.Tensor):
-    """Where the token under ``point`` of the first image is centred in ``image``; None for the class token."""
-    if point is None:
-        return None
+    """Where the query token (:func:`_query_token`) is centred in ``image``."""
     grid = tuple(heads.shape[1:])
-    return token_center(token_at(point, first.size, grid), image.size, grid)
+    return token_center(_query_token(point, first, grid), image.size, grid)
 
 
 def _attention_maps(encoder, images, size, blocks, point, precision) -> list[torch.Tensor]:
@@ -220,11 +225,7 @@ def _attention_maps(encoder, images, size, blocks, point, precision) -> list[tor
     device = next(encoder.parameters()).device
     batch = torch.stack([preprocess(image, size) for image in images]).to(device)
     grid = encoder.token_grid(*batch.shape[-2:])
-    query = None
-    if point is not None:
-        query = token_at(point, images[0].size, grid)
-    elif not encoder.use_cls_token:
-        query = (grid[0] // 2, grid[1] // 2)
+    query = None if encoder.use_cls_token and point is None else _query_token(point, images[0], grid)
     with autocast(device, precision):
         return [attention_map(encoder, batch, block, query).cpu() for block in blocks]
 
