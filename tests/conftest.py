@@ -182,6 +182,16 @@ def _seeded():
     torch.manual_seed(0)
 
 
+class CodePayload:
+    """Unpickling this would create a file: proof that code ran (for the tests of safe loading)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
 def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Fill every parameter with seeded random values of a sane scale (norm gains near 1), so
     equivalence tests cannot pass on an identity-like initialisation."""

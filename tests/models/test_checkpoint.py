@@ -6,7 +6,7 @@ import zipfile
 
 import pytest
 import torch
-from conftest import randomize_
+from conftest import CodePayload, randomize_
 
 from pe_dense.models import (
     CheckpointError,
@@ -109,27 +109,17 @@ def test_truncated_files_fail_clearly_and_load_nothing(tmp_path, core_config, so
     _assert_same_params(model, before)
 
 
-class _Payload:
-    """Unpickling this would create a file: proof that code ran."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_a_pickle_carrying_code_is_refused_and_never_runs(tmp_path, source):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
-    torch.save({"state_dict": source.state_dict(), "extra": _Payload(str(marker))}, path)
+    torch.save({"state_dict": source.state_dict(), "extra": CodePayload(str(marker))}, path)
     assert zipfile.is_zipfile(path)
     with pytest.raises(CheckpointError, match="refusing to load .*could run code"):
         load_weights(source, path)
     legacy = tmp_path / "evil_legacy.pt"
     with open(legacy, "wb") as f:
-        pickle.dump(_Payload(str(marker)), f)
+        pickle.dump(CodePayload(str(marker)), f)
     with pytest.raises(CheckpointError, match="refusing to load .*could run code"):
         load_weights(source, legacy)
     assert not marker.exists()

@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from conftest import randomize_
+from conftest import CodePayload, randomize_
 from PIL import Image
 
 from pe_dense.models import CheckpointError, UnknownModelError, build_encoder, encoder_config, preprocess
@@ -105,16 +105,6 @@ def test_weights_load_from_a_file_and_a_file_of_another_model_is_refused(tmp_pat
         build_encoder("timm:vit_small_patch14_dinov2", path, depth=DEPTH)
 
 
-class _Payload:
-    """Unpickling this would create a file: proof that code ran."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_a_torch_file_of_weights_loads_and_one_carrying_code_never_runs(tmp_path):
     name = "timm:vit_small_patch14_dinov2"
@@ -126,7 +116,7 @@ def test_a_torch_file_of_weights_loads_and_one_carrying_code_never_runs(tmp_path
     with torch.no_grad():
         assert torch.equal(build_encoder(name, path, depth=DEPTH).dense_features(images), drawn.dense_features(images))
     marker = tmp_path / "pwned"
-    torch.save({"model": drawn.model.state_dict(), "extra": _Payload(str(marker))}, path)
+    torch.save({"model": drawn.model.state_dict(), "extra": CodePayload(str(marker))}, path)
     with pytest.raises(CheckpointError, match="refusing to load .*could run code"):
         build_encoder(name, path, depth=DEPTH)
     assert not marker.exists()

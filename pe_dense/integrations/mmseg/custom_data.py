@@ -11,11 +11,9 @@ from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
 from ...data.custom import DatasetError, FolderData, Summary, check_folders, read_declaration
+from .predict import MODEL_TASKS
 
 LOADERS = {"train_dataloader": "train", "val_dataloader": "val", "test_dataloader": "test"}
-MODEL_TASKS = {"EncoderDecoder": "segmentation", "DepthEstimator": "depth"}
-
-
 class _DeclaredDataset(BaseSegDataset):
     """The image and label files of one split of the dataset declared under ``data_root``."""
 

@@ -14,9 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .depth_heads import DepthHead
-from .predict import load_trained
-
-TASKS = {"EncoderDecoder": "segmentation", "DepthEstimator": "depth"}
+from .predict import MODEL_TASKS, load_trained
 
 
 class WholeModel(nn.Module):
@@ -33,10 +31,10 @@ class WholeModel(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         kind = type(model).__name__
-        if kind not in TASKS:
+        if kind not in MODEL_TASKS:
             raise ValueError(f"a {kind} cannot be exported whole: only mmseg segmenters (EncoderDecoder) and depth "
                              f"estimators (DepthEstimator)")
-        self.task = TASKS[kind]
+        self.task = MODEL_TASKS[kind]
         if self.task == "segmentation" and model.decode_head.out_channels == 1:
             raise ValueError("one-channel (binary) segmenters cannot be exported whole: only multi-class ones")
         if self.task == "depth" and not isinstance(model.decode_head, DepthHead):
@@ -96,7 +94,7 @@ def load_whole_model(config_file: str, weights: str, overrides: Optional[dict] =
         kind = Config.fromfile(str(path)).model["type"]
     except Exception as e:
         kind = f"not an mmseg config ({type(e).__name__})"
-    if kind not in TASKS:  # before any weights are read
+    if kind not in MODEL_TASKS:  # before any weights are read
         raise ValueError(f"{config_file} is {kind if kind.startswith('not') else f'a {kind} config'}: whole-model "
                          f"export takes mmseg segmenters (EncoderDecoder) and depth estimators (DepthEstimator), and "
                          f"detectron2 detectors with --format torchscript")

@@ -22,6 +22,9 @@ from ...models import CheckpointError
 from .checkpoint import load_from_local_safely
 from .depth_heads import DepthHead
 
+# The task of each mmseg model type pe_dense trains: segmenters and depth estimators.
+MODEL_TASKS = {"EncoderDecoder": "segmentation", "DepthEstimator": "depth"}
+
 
 def load_trained(config_file: str, weights: str, overrides: Optional[dict] = None, task: Optional[str] = None):
     """(the config, its model with the checkpoint's weights, the checkpoint's meta) for an mmseg config and
